@@ -1,0 +1,29 @@
+# Two entry points, each doing its own set-up: `make demo` (the main job) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llmpt-installed
+
+.PHONY: demo test test-fast lint install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llmpt plan qwen-7b --strategy tp2sd4_stage2 --gpus 8
+
+test: $(STAMP)
+	$(BIN)/ruff check llmpt tests bench
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check llmpt tests bench
+	$(BIN)/ruff format --check llmpt tests bench

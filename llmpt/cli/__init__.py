@@ -1,0 +1,1 @@
+"""The llmpt command line: thin Typer sub-apps over library functions."""

@@ -1,0 +1,1 @@
+"""Building and supervising the paddle.distributed.launch command; no training logic."""

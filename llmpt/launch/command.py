@@ -1,0 +1,85 @@
+"""The exact `python -m paddle.distributed.launch …` command for a run; pure string building, no paddle import."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmpt.errors import LlmptError
+
+# The per-rank entry point the launcher starts on every rank: it reads run.yaml and nothing else.
+RANK_ENTRY = Path(__file__).resolve().parents[1] / "train" / "entry.py"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where the ranks run: devices on this node, node count, and how nodes find each other."""
+
+    devices: tuple[str, ...]
+    device: str = "gpu"
+    nnodes: int = 1
+    master: str | None = None
+    node_rank: int | None = None
+
+    @property
+    def nproc_per_node(self) -> int:
+        return len(self.devices)
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def parse_devices(text: str, flag: str = "--gpus") -> tuple[str, ...]:
+    """'8' -> devices 0..7; '0,1,2,3' -> those ids. Refuse anything else with one line."""
+    text = text.strip()
+    if text.isdigit() and "," not in text:
+        n = int(text)
+        if n < 1:
+            raise LlmptError(f"{flag} {text}: need at least one device", f"e.g. {flag} 8 or {flag} 0,1,2,3")
+        return tuple(str(i) for i in range(n))
+    ids = [t.strip() for t in text.split(",")]
+    if not ids or any(not t.isdigit() for t in ids):
+        raise LlmptError(
+            f"{flag} {text!r}: expected a device count (8) or comma-separated device ids (0,1,2,3)",
+            f"e.g. {flag} 8",
+        )
+    if len(set(ids)) != len(ids):
+        raise LlmptError(f"{flag} {text}: device ids repeat", f"e.g. {flag} {','.join(sorted(set(ids), key=int))}")
+    return tuple(ids)
+
+
+def check_multinode(nnodes: int, master: str | None, node_rank: int | None) -> None:
+    if nnodes < 1:
+        raise LlmptError(f"--nnodes {nnodes}: must be >= 1")
+    if nnodes > 1 and not master:
+        raise LlmptError(f"--nnodes {nnodes} needs --master HOST:PORT (the rank-0 node's address)")
+    if master is not None:
+        host, _, port = master.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise LlmptError(f"--master {master!r}: expected HOST:PORT, e.g. 10.0.0.1:8090")
+    if node_rank is not None and not 0 <= node_rank < nnodes:
+        raise LlmptError(f"--node-rank {node_rank}: must be in 0..{nnodes - 1} for --nnodes {nnodes}")
+
+
+def build_launch_command(topo: Topology, run_yaml: Path, log_dir: Path, python: str | None = None) -> list[str]:
+    """argv for paddle.distributed.launch starting RANK_ENTRY on every rank with `run_yaml`."""
+    cmd = [python or sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(log_dir)]
+    if topo.device == "gpu":
+        cmd += ["--devices", ",".join(topo.devices)]
+    else:
+        # CPU ranks have no device ids; the launcher picks gloo for them.
+        cmd += ["--nproc_per_node", str(topo.nproc_per_node)]
+    if topo.nnodes > 1:
+        cmd += ["--nnodes", str(topo.nnodes)]
+    if topo.master:
+        cmd += ["--master", topo.master]
+    if topo.node_rank is not None:
+        cmd += ["--rank", str(topo.node_rank)]
+    return [*cmd, str(RANK_ENTRY), str(run_yaml)]
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join(argv)

@@ -1,0 +1,145 @@
+"""Strategy resolution: a name (+ its preset YAML, if one ships) or a YAML file -> one validated Strategy."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from llmpt.errors import ConfigError, StrategyError, describe_validation_error
+from llmpt.strategies.grammar import NameParts, format_name, parse_name
+from llmpt.strategies.schema import PRESET_SECTIONS, Strategy
+from llmpt.strategies.validate import check_strategy
+
+
+def presets_dir() -> Path:
+    """Where the shipped presets live: ./presets next to the package (editable install), or $LLMPT_PRESETS_DIR."""
+    env = os.environ.get("LLMPT_PRESETS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the shipped presets, sorted by world size then name."""
+    names = [p.stem for p in presets_dir().glob("*.yaml")]
+    return sorted(names, key=lambda n: (_min_ranks(n), n))
+
+
+def _min_ranks(name: str) -> int:
+    p = parse_name(name)
+    return (p.dp or 1) * p.tp * p.pp * p.sd * p.sep * p.cp
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from a file, or ConfigError naming the file and what is wrong with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def build_strategy(parts: NameParts, sections: dict[str, Any], source: str) -> Strategy:
+    """Combine what the name says with a preset's sections; check the result."""
+    unknown = sorted(set(sections) - set(PRESET_SECTIONS))
+    if unknown:
+        said_by_name = [k for k in unknown if k in ("parallel", "name")]
+        if said_by_name:
+            raise StrategyError(
+                f"{source}: '{said_by_name[0]}' is said by the strategy name, not the preset",
+                "rename the preset file (e.g. tp4pp2.yaml) to change degrees",
+            )
+        raise ConfigError(
+            f"{source}: unknown key '{unknown[0]}'; allowed: {', '.join(PRESET_SECTIONS)}",
+            _did_you_mean(unknown[0], PRESET_SECTIONS),
+        )
+    recompute = dict(sections.get("recompute") or {})
+    if parts.recompute != "off":
+        if recompute.get("granularity", parts.recompute) != parts.recompute:
+            raise StrategyError(
+                f"{source}: recompute.granularity {recompute['granularity']!r} contradicts the name's "
+                f"recompute suffix ({parts.recompute})",
+                "drop recompute.granularity from the file; the name says it",
+            )
+        recompute["granularity"] = parts.recompute
+    data = {
+        **sections,
+        "name": format_name(parts),
+        "recompute": recompute,
+        "parallel": {
+            "dp": parts.dp,
+            "tp": parts.tp,
+            "pp": parts.pp,
+            "sharding": parts.sd,
+            "sep": parts.sep,
+            "cp": parts.cp,
+            "stage": parts.stage,
+            "offload": parts.offload,
+            "sequence_parallel": parts.sequence_parallel,
+            "virtual_pp": parts.virtual_pp,
+        },
+    }
+    try:
+        strategy = Strategy.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(source, e)) from None
+    check_strategy(strategy)
+    return strategy
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def resolve_strategy(name_or_path: str) -> Strategy:
+    """A strategy from a shipped preset name, any grammatical name, or a YAML file path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        return load_strategy_file(Path(name_or_path))
+    try:
+        parts = parse_name(name_or_path)
+    except StrategyError as e:
+        suggestion = _did_you_mean(name_or_path, list_presets())
+        raise StrategyError(
+            f"unknown strategy '{name_or_path}'." + (f" {suggestion[0].upper()}{suggestion[1:]}" if suggestion else ""),
+            "see: llmpt presets list" if suggestion else (e.hint or "see: llmpt presets list"),
+        ) from None
+    canonical = format_name(parts)
+    preset = presets_dir() / f"{canonical}.yaml"
+    sections = read_yaml(preset) if preset.is_file() else {}
+    return build_strategy(parts, sections, f"presets/{canonical}.yaml" if sections else canonical)
+
+
+def load_strategy_file(path: Path) -> Strategy:
+    """A strategy from a user's YAML file: its `name:` key (or the file's stem) plus the preset sections."""
+    data = read_yaml(path)
+    name = data.pop("name", None) or path.stem
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: name: must be a strategy name string (got {name!r})")
+    try:
+        parts = parse_name(name)
+    except StrategyError as e:
+        raise StrategyError(f"{path}: {e.message}", e.hint) from None
+    return build_strategy(parts, data, str(path))
+
+
+def preset_is_shipped(strategy: Strategy) -> bool:
+    return (presets_dir() / f"{strategy.name}.yaml").is_file()
