@@ -27,6 +27,10 @@ _NAME_RE = re.compile(
 )
 
 
+class NameSyntaxError(StrategyError):
+    """The text is not shaped like a strategy name at all (as opposed to breaking one of the rules)."""
+
+
 @dataclass(frozen=True)
 class NameParts:
     """Everything a strategy name says."""
@@ -48,7 +52,7 @@ def parse_name(name: str) -> NameParts:
     """Parse a strategy name; raise StrategyError naming the rule it breaks."""
     m = _NAME_RE.match(name)
     if not name or m is None or not any(m.group(a) for a in _AXES):
-        raise StrategyError(
+        raise NameSyntaxError(
             f"'{name}' is not a strategy name",
             "names look like dp8, tp2sd4_stage2, tp4pp2_rc (see: llmpt presets list)",
         )
@@ -120,13 +124,22 @@ def _parts_or_default(degrees: dict[str, int | None], g: dict[str, str | None], 
 
 def format_name(p: NameParts) -> str:
     """The canonical name of a set of name parts; parse_name(format_name(p)) == p."""
+    if p.sd == 1 and (p.stage != 1 or p.offload):
+        raise StrategyError("a sharding stage or offload needs a sharding degree sd > 1")
+    if p.offload and p.stage == 1:
+        raise StrategyError("offload needs sharding stage 2 or 3")
+    if p.virtual_pp > 1 and p.pp == 1:
+        raise StrategyError("virtual pipeline stages need pp > 1")
+    if p.sequence_parallel and p.tp == 1:
+        raise StrategyError("sequence parallel needs tp > 1")
     axes = "".join(
         f"{a}{v}"
         for a, v in (("dp", p.dp), ("tp", p.tp), ("pp", p.pp), ("sep", p.sep), ("cp", p.cp), ("sd", p.sd))
         if (a == "dp" and v is not None) or (a != "dp" and v is not None and v > 1)
     )
     if not axes:
-        axes = "dp1"
+        # only "one device" has no axis > 1; a derived dp with nothing else has no name
+        raise StrategyError("a strategy needs at least one axis (dpN, tpN, ppN, sepN, cpN or sdN)", "e.g. dp1, dp8")
     if p.sd > 1:
         axes += f"_stage{p.stage}"
         if p.offload:

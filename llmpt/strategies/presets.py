@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmpt.errors import ConfigError, StrategyError, describe_validation_error
-from llmpt.strategies.grammar import NameParts, format_name, parse_name
+from llmpt.strategies.grammar import NameParts, NameSyntaxError, format_name, parse_name
 from llmpt.strategies.schema import PRESET_SECTIONS, Strategy
 from llmpt.strategies.validate import check_strategy
 
@@ -69,7 +69,7 @@ def build_strategy(parts: NameParts, sections: dict[str, Any], source: str) -> S
             )
         raise ConfigError(
             f"{source}: unknown key '{unknown[0]}'; allowed: {', '.join(PRESET_SECTIONS)}",
-            _did_you_mean(unknown[0], PRESET_SECTIONS),
+            f"did you mean '{c}'?" if (c := _closest(unknown[0], PRESET_SECTIONS)) else None,
         )
     recompute = dict(sections.get("recompute") or {})
     if parts.recompute != "off":
@@ -100,14 +100,14 @@ def build_strategy(parts: NameParts, sections: dict[str, Any], source: str) -> S
     try:
         strategy = Strategy.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(describe_validation_error(source, e)) from None
+        raise ConfigError(describe_validation_error(source, e, Strategy)) from None
     check_strategy(strategy)
     return strategy
 
 
-def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+def _closest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    return close[0] if close else None
 
 
 def resolve_strategy(name_or_path: str) -> Strategy:
@@ -116,11 +116,11 @@ def resolve_strategy(name_or_path: str) -> Strategy:
         return load_strategy_file(Path(name_or_path))
     try:
         parts = parse_name(name_or_path)
-    except StrategyError as e:
-        suggestion = _did_you_mean(name_or_path, list_presets())
+    except NameSyntaxError as e:
+        close = _closest(name_or_path, list_presets())
         raise StrategyError(
-            f"unknown strategy '{name_or_path}'." + (f" {suggestion[0].upper()}{suggestion[1:]}" if suggestion else ""),
-            "see: llmpt presets list" if suggestion else (e.hint or "see: llmpt presets list"),
+            f"unknown strategy '{name_or_path}'." + (f" Did you mean '{close}'?" if close else ""),
+            "see: llmpt presets list" if close else e.hint,
         ) from None
     canonical = format_name(parts)
     preset = presets_dir() / f"{canonical}.yaml"

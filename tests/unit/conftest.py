@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from llmpt.cli.main import app
+
+
+@pytest.fixture
+def cli():
+    """Run `llmpt ARGS…` in-process; returns click's Result (stdout and stderr kept apart)."""
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args))
+
+    return run
