@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmpt import __version__
-from llmpt.cli import plan, presets
+from llmpt.cli import matrix, models, plan, presets
 
 app = typer.Typer(
     name="llmpt",
@@ -15,7 +15,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(presets.app, name="presets")
+app.add_typer(models.app, name="models")
 app.command("plan")(plan.plan)
+app.command("matrix")(matrix.matrix)
 
 
 def _version(value: bool) -> None:

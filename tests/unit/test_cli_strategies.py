@@ -119,7 +119,7 @@ def test_plan_wrong_world_size_is_refused_with_hint(cli):
 def test_plan_device_list_and_multinode(cli):
     r = cli(
         "plan",
-        "m",
+        "llama2-70b",
         "--strategy",
         "tp8sd2_stage1",
         "--gpus",
@@ -152,13 +152,13 @@ def test_plan_device_list_and_multinode(cli):
     ],
 )
 def test_plan_bad_topology(cli, args, expected):
-    r = cli("plan", "m", "--strategy", "dp8", *args)
+    r = cli("plan", "llama2-70b", "--strategy", "dp8", *args)
     assert r.exit_code == 2
     assert expected in _one_error_line(r)
 
 
 def test_plan_refusal_for_cross_axis_rule(cli):
-    r = cli("plan", "m", "--strategy", "dp8_sp", "--gpus", "8")
+    r = cli("plan", "llama2-70b", "--strategy", "dp8_sp", "--gpus", "8")
     assert r.exit_code == 2
     assert "sequence parallel (_sp) needs tensor parallel tp > 1" in _one_error_line(r)
 
@@ -166,6 +166,6 @@ def test_plan_refusal_for_cross_axis_rule(cli):
 def test_plan_warns_when_an_option_has_no_effect(cli, tmp_path):
     f = tmp_path / "x.yaml"
     f.write_text("name: dp2\noverlap: {sharding: [enable_stage1_overlap]}\n")
-    r = cli("plan", "m", "--strategy", str(f), "--gpus", "2")
+    r = cli("plan", "llama2-70b", "--strategy", str(f), "--gpus", "2")
     assert r.exit_code == 0
     assert "warning: strategy dp2: overlap.sharding (enable_stage1_overlap) has no effect" in r.stderr

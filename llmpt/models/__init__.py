@@ -1,0 +1,1 @@
+"""Model registry (ids -> family + offline architecture), capability matrix, and model-shape checks."""
