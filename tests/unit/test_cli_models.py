@@ -43,7 +43,7 @@ def test_plan_qwen_7b_seed_row_shows_real_dimensions(cli):
     assert out["model"]["config"]["hidden_size"] == 4096
     assert out["model"]["config"]["num_hidden_layers"] == 32
     assert out["model"]["config"]["vocab_size"] == 151936
-    assert out["model"]["config"]["seq_length"] == 4096
+    assert out["model"]["seq_len"] == 4096
 
 
 def test_opt_66b_tensor_parallel_is_refused_naming_tp(cli):
