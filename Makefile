@@ -18,12 +18,12 @@ demo: $(STAMP)
 	$(BIN)/llmpt plan qwen-7b --strategy tp2sd4_stage2 --gpus 8
 
 test: $(STAMP)
-	$(BIN)/ruff check llmpt tests bench
+	$(BIN)/ruff check llmpt tests bench scripts
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check llmpt tests bench
+	$(BIN)/ruff check llmpt tests bench scripts
 	$(BIN)/ruff format --check llmpt tests bench

@@ -1,0 +1,1 @@
+"""prepare-data: text -> token ids -> PaddleNLP's mmap .bin/.idx, and readers of those files."""

@@ -1,0 +1,101 @@
+"""Finding input files and cutting them into chunks of whole documents for the encoding workers."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llmpt.errors import LlmptError
+
+Format = Literal["jsonl", "text"]
+KNOWN_SUFFIXES = (".jsonl", ".json", ".txt", ".text")
+CHUNK_BYTES = 1 << 20  # ~1 MB of raw input per worker task: large enough to amortise IPC, small for progress
+
+
+class DataError(LlmptError):
+    """Bad input to prepare-data: missing files, bad lines under --strict, empty corpus, unwritable output."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    fmt: Format
+
+    @property
+    def gzipped(self) -> bool:
+        return self.path.suffix == ".gz"
+
+
+def _format_of(path: Path, fmt: str) -> Format:
+    if fmt in ("jsonl", "text"):
+        return fmt  # type: ignore[return-value]
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return "jsonl" if name.endswith((".jsonl", ".json")) else "text"
+
+
+def _wanted(path: Path) -> bool:
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    return name.endswith(KNOWN_SUFFIXES)
+
+
+def discover_inputs(specs: list[str], fmt: str = "auto") -> list[InputFile]:
+    """Files from paths, directories (recursive, sorted, known suffixes) and globs, in the order given."""
+    files: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _wanted(f))
+            if not found:
+                raise DataError(
+                    f"input directory {spec} has no .jsonl/.json/.txt files (gzip'd or not)",
+                    "pass the files themselves, or a glob such as 'dir/*.jsonl'",
+                )
+            files.extend(found)
+        else:
+            matched = sorted(Path(m) for m in glob.glob(spec, recursive=True) if os.path.isfile(m))
+            if not matched:
+                raise DataError(f"input {spec}: no such file, directory or glob match")
+            files.extend(matched)
+    return [InputFile(f, _format_of(f, fmt)) for f in files]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Raw bytes of whole documents from one file, and the line number the bytes start at (1-based)."""
+
+    file: str
+    fmt: Format
+    first_line: int
+    data: bytes
+
+
+def _open(f: InputFile):
+    return gzip.open(f.path, "rb") if f.gzipped else f.path.open("rb")
+
+
+def iter_chunks(files: list[InputFile], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
+    """Chunks of ~chunk_bytes; jsonl cut at line ends, text cut at blank lines (document boundaries)."""
+    for f in files:
+        try:
+            with _open(f) as fh:
+                buf: list[bytes] = []
+                size, start, line_no = 0, 1, 0
+                for line in fh:
+                    line_no += 1
+                    buf.append(line)
+                    size += len(line)
+                    boundary = f.fmt == "jsonl" or not line.strip()
+                    if size >= chunk_bytes and boundary:
+                        yield Chunk(str(f.path), f.fmt, start, b"".join(buf))
+                        buf, size, start = [], 0, line_no + 1
+                if buf:
+                    yield Chunk(str(f.path), f.fmt, start, b"".join(buf))
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"input {f.path}: cannot read ({e})") from None

@@ -1,0 +1,330 @@
+"""prepare-data: inputs -> PREFIX.bin + PREFIX.idx + PREFIX.manifest.json, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from llmpt import __version__
+from llmpt.data.encode import MAX_BAD_REPORTED, ChunkResult, Encoder, EncoderSpec, encode_chunk, init_worker
+from llmpt.data.inputs import DataError, InputFile, discover_inputs, iter_chunks
+from llmpt.data.mmap import IndexFormatError, index_bytes, read_index
+from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
+
+MANIFEST_FORMAT = "llmpt.data/1"
+ProgressFn = Callable[[int, int, int], None]  # (documents, tokens, input bytes) so far
+
+
+@dataclass
+class PrepareResult:
+    documents: int
+    tokens: int
+    skipped: int
+    empty: int
+    output_prefix: str
+    tokenizer: str
+    seconds: float
+    input_bytes: int
+    bin_bytes: int
+    dtype: str
+    bad_lines: list[dict] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_sec": round(self.tokens_per_sec, 1)}
+
+
+def output_paths(prefix: str | Path) -> dict[str, Path]:
+    return {k: Path(f"{prefix}.{k}") for k in ("bin", "idx")} | {"manifest": Path(f"{prefix}.manifest.json")}
+
+
+def _check_output(prefix: str, force: bool) -> None:
+    paths = output_paths(prefix)
+    existing = [str(p) for k, p in paths.items() if k != "manifest" and p.exists()]
+    if existing and not force:
+        raise DataError(f"output {existing[0]} already exists", "pass --force to overwrite, or choose --output")
+    parent = paths["bin"].parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".llmpt-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"output {prefix}: cannot write to {parent} ({e.strerror or e})") from None
+
+
+class _AtomicOutputs:
+    """Temporary files beside the final paths; renamed into place only by commit(), removed otherwise."""
+
+    def __init__(self, prefix: str) -> None:
+        self.final = output_paths(prefix)
+        self.tmp = {k: p.with_name(f"{p.name}.tmp-{os.getpid()}") for k, p in self.final.items()}
+
+    def commit(self) -> None:
+        # manifest last: its presence says the pair is complete
+        for k in ("bin", "idx", "manifest"):
+            os.replace(self.tmp[k], self.final[k])
+
+    def cleanup(self) -> None:
+        for p in self.tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tokenizer_fingerprint(tokenizer_dir: Path) -> dict:
+    files = sorted(p for p in tokenizer_dir.iterdir() if p.is_file())
+    return {"dir": str(tokenizer_dir), "files": {p.name: _sha256(p) for p in files}}
+
+
+def _results(spec: EncoderSpec, chunks: Iterator, workers: int) -> Iterator[ChunkResult]:
+    if workers <= 1:
+        enc = Encoder(spec)
+        for c in chunks:
+            yield encode_chunk(c, enc)
+        return
+    # spawn: the parent has paddlenlp (and its threads) loaded for the tokenizer; workers need neither
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=init_worker, initargs=(spec,)) as pool:
+        yield from pool.imap(encode_chunk, chunks, chunksize=1)
+
+
+def _self_check(tok, spec: EncoderSpec, files: list[InputFile]) -> EncoderSpec:
+    """Compare the fast path with PaddleNLP's tokenizer on the first chunk; fall back if they differ."""
+    if spec.sp_model_path is None:
+        return spec
+    first = next(iter_chunks(files, chunk_bytes=1 << 16), None)
+    if first is None:
+        return spec
+    enc = Encoder(spec)
+    fast = encode_chunk(first, enc)
+    slow_spec = EncoderSpec(**{**asdict(spec), "sp_model_path": None})
+    slow_enc = Encoder(slow_spec)
+    slow_enc._slow = tok
+    slow = encode_chunk(first, slow_enc)
+    if fast.tokens != slow.tokens:
+        import warnings
+
+        warnings.warn(
+            "the fast sentencepiece path disagrees with PaddleNLP's tokenizer on this input; using the slow path",
+            stacklevel=2,
+        )
+        return slow_spec
+    return spec
+
+
+def prepare_data(
+    inputs: list[str] | None,
+    output: str | None = None,
+    tokenizer: str | None = None,
+    workers: int = 1,
+    text_key: str = "text",
+    append_eos: bool = True,
+    force: bool = False,
+    strict: bool = False,
+    fmt: str = "auto",
+    progress: ProgressFn | None = None,
+) -> PrepareResult:
+    """Tokenize `inputs` into OUTPUT.bin/.idx (+ manifest). No inputs: the shipped corpus."""
+    if workers < 1:
+        raise DataError(f"--workers {workers}: must be >= 1")
+    if fmt not in ("auto", "jsonl", "text"):
+        raise DataError(f"--format {fmt}: allowed: auto, jsonl, text")
+    specs = inputs or [str(SHIPPED_CORPUS)]
+    files = discover_inputs(specs, fmt)
+    prefix = output or str(Path("data") / files[0].path.name.split(".")[0])
+    _check_output(prefix, force)
+    tok_dir = resolve_tokenizer_dir(tokenizer)
+    tok = load_tokenizer(tok_dir)
+    spec = _self_check(tok, encoder_spec(tok, tok_dir, text_key, append_eos), files)
+
+    start = time.perf_counter()
+    out = _AtomicOutputs(prefix)
+    sizes: list[np.ndarray] = []
+    documents = tokens = skipped = empty = bytes_in = 0
+    bad_lines: list[dict] = []
+    bin_hash = hashlib.sha256()
+    try:
+        with out.tmp["bin"].open("wb") as bin_f:
+            for r in _results(spec, iter_chunks(files), workers):
+                if strict and r.bad:
+                    f, line, why = r.bad_lines[0]
+                    raise DataError(f"{f}:{line}: {why} (--strict stops at the first bad line)")
+                bin_f.write(r.tokens)
+                bin_hash.update(r.tokens)
+                sizes.append(r.sizes)
+                documents += r.documents
+                tokens += int(r.sizes.sum())
+                skipped += r.bad
+                empty += r.empty
+                bytes_in += r.bytes_in
+                for f, line, why in r.bad_lines:
+                    if len(bad_lines) < MAX_BAD_REPORTED:
+                        bad_lines.append({"file": f, "line": line, "reason": why})
+                if progress:
+                    progress(documents, tokens, bytes_in)
+        if documents == 0:
+            raise DataError(
+                f"no documents in {', '.join(specs)}"
+                + (f" ({skipped} bad lines, first: {bad_lines[0]['file']}:{bad_lines[0]['line']})" if bad_lines else "")
+                + (
+                    f"; every line lacked key {text_key!r}?"
+                    if skipped and all("missing key" in b["reason"] for b in bad_lines)
+                    else ""
+                ),
+                "check --text-key and --format",
+            )
+        all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int32)
+        out.tmp["idx"].write_bytes(index_bytes(all_sizes, np.arange(len(all_sizes) + 1), np.dtype(spec.dtype)))
+        seconds = time.perf_counter() - start
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "llmpt_version": __version__,
+            "documents": documents,
+            "tokens": tokens,
+            "skipped": skipped,
+            "empty": empty,
+            "dtype": spec.dtype,
+            "append_eos": append_eos,
+            "eos_id": spec.eos_id,
+            "text_key": text_key,
+            "tokenizer": _tokenizer_fingerprint(tok_dir) | {"vocab_size": int(tok.vocab_size)},
+            "inputs": [str(f.path) for f in files],
+            "bin": {"bytes": out.tmp["bin"].stat().st_size, "sha256": bin_hash.hexdigest()},
+            "idx": {"bytes": out.tmp["idx"].stat().st_size, "sha256": _sha256(out.tmp["idx"])},
+        }
+        out.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
+        out.commit()
+    except OSError as e:
+        out.cleanup()
+        raise DataError(
+            f"output {prefix}: write failed ({e.strerror or e}); nothing was left at the final path"
+        ) from None
+    except BaseException:
+        out.cleanup()
+        raise
+    return PrepareResult(
+        documents=documents,
+        tokens=tokens,
+        skipped=skipped,
+        empty=empty,
+        output_prefix=prefix,
+        tokenizer=str(tok_dir),
+        seconds=seconds,
+        input_bytes=bytes_in,
+        bin_bytes=manifest["bin"]["bytes"],
+        dtype=spec.dtype,
+        bad_lines=bad_lines,
+        inputs=[str(f.path) for f in files],
+    )
+
+
+def read_manifest(prefix: str | Path) -> dict | None:
+    p = output_paths(prefix)["manifest"]
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: unreadable manifest ({e})") from None
+
+
+def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> PrepareResult:
+    """Concatenate prepared shards (same dtype and tokenizer) into one prefix, atomically."""
+    if len(prefixes) < 2:
+        raise DataError("--merge needs at least two prepared prefixes as inputs")
+    _check_output(output, force)
+    start = time.perf_counter()
+    shards = []
+    for p in prefixes:
+        try:
+            shards.append((p, read_index(p), read_manifest(p)))
+        except FileNotFoundError as e:
+            raise DataError(
+                f"--merge input {p}: {e.filename} is missing", "inputs are prefixes: PREFIX.bin + PREFIX.idx"
+            ) from None
+        except IndexFormatError as e:
+            raise DataError(f"--merge input {p}: {e}") from None
+    dtypes = {s.dtype for _, s, _ in shards}
+    if len(dtypes) > 1:
+        raise DataError(f"--merge: shards have different token dtypes ({', '.join(sorted(d.name for d in dtypes))})")
+    toks = {json.dumps(m["tokenizer"]["files"], sort_keys=True) for _, _, m in shards if m}
+    if len(toks) > 1:
+        raise DataError("--merge: shards were tokenized with different tokenizers (manifests disagree)")
+    out = _AtomicOutputs(output)
+    bin_hash = hashlib.sha256()
+    try:
+        with out.tmp["bin"].open("wb") as bin_f:
+            for p, _, _ in shards:
+                with open(f"{p}.bin", "rb") as src:
+                    for block in iter(lambda src=src: src.read(1 << 22), b""):
+                        bin_f.write(block)
+                        bin_hash.update(block)
+        sizes = np.concatenate([s.sizes for _, s, _ in shards])
+        docs, offset = [0], 0
+        for _, s, _ in shards:
+            docs.extend((s.doc_idx[1:] + offset).tolist())
+            offset += len(s.sizes)
+        dtype = shards[0][1].dtype
+        out.tmp["idx"].write_bytes(index_bytes(sizes, np.asarray(docs), dtype))
+        first = next((m for _, _, m in shards if m), None)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "llmpt_version": __version__,
+            "documents": len(docs) - 1,
+            "tokens": int(sizes.astype(np.int64).sum()),
+            "skipped": sum(m.get("skipped", 0) for _, _, m in shards if m),
+            "empty": sum(m.get("empty", 0) for _, _, m in shards if m),
+            "dtype": dtype.name,
+            "tokenizer": first["tokenizer"] if first else None,
+            "inputs": prefixes,
+            "merged_from": prefixes,
+            "bin": {"bytes": out.tmp["bin"].stat().st_size, "sha256": bin_hash.hexdigest()},
+            "idx": {"bytes": out.tmp["idx"].stat().st_size, "sha256": _sha256(out.tmp["idx"])},
+        }
+        for key in ("append_eos", "eos_id", "text_key"):
+            if first and key in first:
+                manifest[key] = first[key]
+        out.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
+        out.commit()
+    except OSError as e:
+        out.cleanup()
+        raise DataError(
+            f"output {output}: write failed ({e.strerror or e}); nothing was left at the final path"
+        ) from None
+    except BaseException:
+        out.cleanup()
+        raise
+    return PrepareResult(
+        documents=manifest["documents"],
+        tokens=manifest["tokens"],
+        skipped=manifest["skipped"],
+        empty=manifest["empty"],
+        output_prefix=output,
+        tokenizer=(first or {}).get("tokenizer", {}).get("dir", "") if first else "",
+        seconds=time.perf_counter() - start,
+        input_bytes=0,
+        bin_bytes=manifest["bin"]["bytes"],
+        dtype=dtype.name,
+        inputs=prefixes,
+    )
