@@ -19,6 +19,10 @@ class LlmptError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
+class LlmptWarning(UserWarning):
+    """Something the user should know that does not stop the command (shown as one yellow line)."""
+
+
 class StrategyError(LlmptError):
     """A strategy name, preset file or strategy/world-size combination that cannot run."""
 

@@ -8,18 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmpt.errors import LlmptError
+from llmpt.errors import LlmptError, LlmptWarning
 from llmpt.launch.command import Topology, build_launch_command, check_multinode, parse_devices
 from llmpt.models.matrix import check_capabilities
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config, resolve_model
 from llmpt.models.shape import check_model_shape
+from llmpt.overrides import deep_merge
 from llmpt.strategies.expand import Expansion, expand
-from llmpt.strategies.presets import preset_is_shipped, resolve_strategy
+from llmpt.strategies.grammar import parse_name
+from llmpt.strategies.presets import build_strategy, preset_is_shipped, resolve_strategy
 from llmpt.strategies.schema import Strategy
 from llmpt.strategies.validate import resolve_degrees
 
 
-class CapabilityWarning(UserWarning):
+class CapabilityWarning(LlmptWarning):
     """A partially supported capability the user allowed with --allow-partial."""
 
 
@@ -75,24 +77,84 @@ def default_output_dir(model: ModelSpec, strategy: Strategy) -> Path:
     return Path("runs") / f"{model.id.replace('/', '--')}-{strategy.name}"
 
 
+CPU_RUNNABLE = "data parallel and sharding stage 1"
+
+
+def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
+    """CPU ranks: refuse what Paddle 3.3.1 cannot run there; turn GPU-only numerics off, saying so."""
+    p = strategy.parallel
+    gpu_only = [
+        (p.tp > 1, f"tensor parallel (tp{p.tp})"),
+        (p.pp > 1, f"pipeline parallel (pp{p.pp})"),
+        (p.sharding > 1 and p.stage > 1, f"sharding stage {p.stage}"),
+        (p.sep > 1, f"segment parallel (sep{p.sep})"),
+        (p.cp > 1, f"context parallel (cp{p.cp})"),
+    ]
+    for bad, what in gpu_only:
+        if bad:
+            raise LlmptError(
+                f"strategy {strategy.name} needs {what}, which Paddle 3.3.1 fleet refuses on CPU "
+                f'("Only support xpu, gpu and custom_device"); on CPU llmpt runs {CPU_RUNNABLE}',
+                "use a dpN or sdN_stage1 strategy with --device cpu, or --device gpu",
+            )
+    notes = []
+    if strategy.precision.dtype != "fp32":
+        notes.append(f"cpu: {strategy.precision.dtype} {strategy.precision.amp_level} -> fp32 (AMP is GPU-only)")
+    kernels_on = [k for k, v in strategy.kernels.model_dump().items() if v and k in GPU_KERNELS]
+    if kernels_on:
+        notes.append(f"cpu: {', '.join(kernels_on)} off (GPU kernels)")
+    strategy = strategy.model_copy(
+        update={
+            "precision": strategy.precision.model_copy(update={"dtype": "fp32", "master_grad": False}),
+            "kernels": strategy.kernels.model_copy(update=dict.fromkeys(GPU_KERNELS, False)),
+        }
+    )
+    return strategy, notes
+
+
+GPU_KERNELS = ("flash_attention", "fused_rms_norm", "fused_rope")
+
+
+def apply_strategy_overrides(strategy: Strategy, overrides: dict[str, Any], source: str) -> Strategy:
+    """`strategy.<section>.<key>` from --config/--set on top of the preset; degrees stay the name's."""
+    if not overrides:
+        return strategy
+    sections = strategy.model_dump(mode="json", exclude={"name", "parallel"})
+    if parse_name(strategy.name).recompute != "off":
+        sections["recompute"].pop("granularity", None)  # the name says it; build_strategy sets it again
+    return build_strategy(parse_name(strategy.name), deep_merge(sections, overrides), source)
+
+
+def min_ranks(strategy: Strategy) -> int:
+    return strategy.parallel.model_degree * (strategy.parallel.dp or 1)
+
+
 def make_plan(
     model: str,
     strategy_name: str,
-    gpus: str,
+    gpus: str | None = None,
     nnodes: int = 1,
     master: str | None = None,
     node_rank: int | None = None,
     output_dir: Path | None = None,
     seq_len: int = DEFAULT_SEQ_LEN,
     allow_partial: bool = False,
+    device: str = "gpu",
+    strategy_overrides: dict[str, Any] | None = None,
+    overrides_source: str = "--set",
 ) -> Plan:
     """Resolve and check everything `llmpt train` would launch; raise LlmptError on the first problem."""
     spec = resolve_model(model)
-    strategy = resolve_strategy(strategy_name)
-    if seq_len < 1:
-        raise LlmptError(f"--seq-len {seq_len}: must be >= 1")
+    strategy = apply_strategy_overrides(resolve_strategy(strategy_name), strategy_overrides or {}, overrides_source)
+    if seq_len < 8:
+        raise LlmptError(f"--seq-len {seq_len}: must be >= 8")
+    if device not in ("gpu", "cpu"):
+        raise LlmptError(f"--device {device}: allowed: gpu, cpu")
     check_multinode(nnodes, master, node_rank)
-    topo = Topology(devices=parse_devices(gpus), nnodes=nnodes, master=master, node_rank=node_rank)
+    if gpus is None:
+        per_node, rem = divmod(min_ranks(strategy), nnodes)
+        gpus = str(max(per_node, 1)) if not rem else str(min_ranks(strategy))
+    topo = Topology(devices=parse_devices(gpus), device=device, nnodes=nnodes, master=master, node_rank=node_rank)
     world_flag = f"--gpus {gpus}" + (f" x --nnodes {nnodes}" if nnodes > 1 else "")
     degrees = resolve_degrees(strategy, topo.world_size, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
@@ -107,8 +169,11 @@ def make_plan(
     )
     if caps.kernels_off:
         strategy = strategy.model_copy(update={"kernels": strategy.kernels.model_copy(update=caps.kernels_off)})
-    expansion = expand(strategy, topo.world_size, world_flag)
     notes = list(caps.notes)
+    if device == "cpu":
+        strategy, cpu_notes = adapt_for_cpu(strategy)
+        notes += cpu_notes
+    expansion = expand(strategy, topo.world_size, world_flag)
     for w in caps.warnings:
         warnings.warn(w, CapabilityWarning, stacklevel=2)
     if not preset_is_shipped(strategy):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from llmpt.errors import LlmptError
+from llmpt.errors import LlmptError, LlmptWarning
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,6 +53,8 @@ def handles_errors(fn: F) -> F:
                 raise typer.Exit(1) from None
             finally:
                 for w in caught:
+                    if not issubclass(w.category, LlmptWarning):
+                        continue  # third-party import noise (paddle, setuptools, pydantic deprecations)
                     err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
     return wrapper  # type: ignore[return-value]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmpt import __version__
-from llmpt.cli import data, matrix, models, plan, presets
+from llmpt.cli import data, matrix, models, plan, presets, train
 
 app = typer.Typer(
     name="llmpt",
@@ -19,6 +19,7 @@ app.add_typer(models.app, name="models")
 app.command("plan")(plan.plan)
 app.command("matrix")(matrix.matrix)
 app.command("prepare-data")(data.prepare_data)
+app.command("train")(train.train)
 
 
 def _version(value: bool) -> None:

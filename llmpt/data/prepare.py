@@ -19,6 +19,7 @@ from llmpt.data.encode import MAX_BAD_REPORTED, ChunkResult, Encoder, EncoderSpe
 from llmpt.data.inputs import DataError, InputFile, discover_inputs, iter_chunks
 from llmpt.data.mmap import IndexFormatError, index_bytes, read_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
+from llmpt.errors import LlmptWarning
 
 MANIFEST_FORMAT = "llmpt.data/1"
 ProgressFn = Callable[[int, int, int], None]  # (documents, tokens, input bytes) so far
@@ -127,6 +128,7 @@ def _self_check(tok, spec: EncoderSpec, files: list[InputFile]) -> EncoderSpec:
 
         warnings.warn(
             "the fast sentencepiece path disagrees with PaddleNLP's tokenizer on this input; using the slow path",
+            LlmptWarning,
             stacklevel=2,
         )
         return slow_spec

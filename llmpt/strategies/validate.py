@@ -6,7 +6,7 @@ import difflib
 import warnings
 from dataclasses import dataclass, replace
 
-from llmpt.errors import StrategyError
+from llmpt.errors import LlmptWarning, StrategyError
 from llmpt.strategies.grammar import format_name, parse_name
 from llmpt.strategies.schema import (
     DATA_PARALLEL_OPTIONS,
@@ -17,7 +17,7 @@ from llmpt.strategies.schema import (
 )
 
 
-class StrategyWarning(UserWarning):
+class StrategyWarning(LlmptWarning):
     """An option that has no effect in this strategy (kept, but the user should know)."""
 
 

@@ -1,0 +1,159 @@
+"""`llmpt train`: resolve, check, write run.yaml, launch through paddle.distributed.launch, summarise."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+import yaml
+from rich.table import Table
+
+from llmpt.cli._common import console, err_console, handles_errors, print_json
+
+
+@handles_errors
+def train(
+    model: str = typer.Argument(None, help="Model id or alias. None: the demo (llama-tiny, dp2, CPU, shipped corpus)."),
+    strategy: str = typer.Option(None, "--strategy", "-s", help="Strategy preset/name or YAML file."),
+    data: list[str] = typer.Option(None, "--data", help="Prepared prefix (repeatable). Tiny models: shipped corpus."),
+    device: str = typer.Option(None, "--device", help="gpu or cpu (default: gpu if one is visible)."),
+    gpus: str = typer.Option(None, "--gpus", help="Devices per node: a count or ids (CPU: rank count)."),
+    nnodes: int = typer.Option(1, "--nnodes", help="Number of nodes."),
+    master: str = typer.Option(None, "--master", help="HOST:PORT of the rank-0 node."),
+    node_rank: int = typer.Option(None, "--node-rank", help="This node's rank."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default: 4096; tiny models 128)."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps."),
+    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/MODEL-STRATEGY)."),
+    init_from: str = typer.Option(None, "--init-from", help="Start from a save_pretrained() directory."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    save_steps: int = typer.Option(None, "--save-steps", help="Checkpoint every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the run directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in the run directory."),
+    config: str = typer.Option(None, "--config", help="YAML with train/strategy/data/seq_len sections."),
+    set_: list[str] = typer.Option(None, "--set", help="Override: --set train.learning_rate=1e-3 (repeatable)."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Allow partially supported capabilities."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and run.yaml; start nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary (or dry run) as JSON."),
+) -> None:
+    """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
+    from llmpt.launch.command import format_command
+    from llmpt.launch.supervise import prepare_output_dir, run_training
+    from llmpt.resolve import TrainRequest, resolve_run
+
+    req = TrainRequest(
+        model=model,
+        strategy=strategy,
+        data=list(data or []),
+        device=device,
+        gpus=gpus,
+        nnodes=nnodes,
+        master=master,
+        node_rank=node_rank,
+        seq_len=seq_len,
+        max_steps=max_steps,
+        output_dir=output_dir,
+        init_from=init_from,
+        seed=seed,
+        save_steps=save_steps,
+        resume=resume,
+        config_file=config,
+        set_items=list(set_ or []),
+        allow_partial=allow_partial,
+    )
+    cfg, plan = resolve_run(req)
+    if dry_run:
+        run_yaml = cfg.model_dump(mode="json")
+        if json_out:
+            print_json({"command": plan.launch_command, "run_yaml": run_yaml})
+        else:
+            typer.echo(format_command(plan.launch_command))
+            typer.echo(yaml.safe_dump(run_yaml, sort_keys=False, allow_unicode=True).rstrip())
+        return
+    cfg = prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
+    for n in cfg.notes:
+        err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"[bold]llmpt train[/] {cfg.model.id} · {cfg.strategy.name} · {cfg.device} x{cfg.world_size} · "
+        f"seq {cfg.data.seq_len} · {cfg.train.max_steps} steps → {cfg.output_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    summary = run_training(cfg, plan.topology, progress=None if json_out else _progress_printer(cfg))
+    if json_out:
+        print_json(summary)
+        return
+    _print_summary(summary, cfg.output_dir)
+
+
+def _progress_printer(cfg):
+    """A rich progress line fed from rank 0's metrics: step/total, loss, lr, tokens/s, ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from llmpt.launch.summary import step_times, tokens_per_step
+
+    bar = Progress(
+        TextColumn("[bold]step[/] {task.completed:>5.0f}/{task.total:.0f}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("lr {task.fields[lr]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    state = {"task": None, "started": time.time()}
+
+    def update(info):
+        records = info["records"]
+        if state["task"] is None:
+            bar.start()
+            state["task"] = bar.add_task("train", total=cfg.train.max_steps, loss="-", lr="-", tps="-", eta="-")
+        logs = [r for r in records if r.get("event") == "log"]
+        times = step_times(records)
+        step = max(times, default=0)
+        recent = [times[s] for s in sorted(times)[-10:]]
+        fields = {}
+        if logs:
+            fields |= {"loss": f"{logs[-1]['loss']:.4f}", "lr": f"{logs[-1]['learning_rate']:.2e}"}
+        if recent:
+            per_step = sum(recent) / len(recent)
+            fields |= {
+                "tps": f"{tokens_per_step(cfg) / per_step:,.0f}",
+                "eta": f"{per_step * max(cfg.train.max_steps - step, 0):.0f}s",
+            }
+        bar.update(state["task"], completed=step, **fields)
+        if step >= cfg.train.max_steps and records:
+            bar.stop()
+
+    return update
+
+
+def _print_summary(s, output_dir: str) -> None:
+    from rich import box
+
+    from llmpt.launch.summary import sparkline
+
+    table = Table(title="run summary (seed table format)", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("model", "seq len", "strategy", "tokens/card/s", "MFU", "memory (MB)", "final loss"):
+        table.add_column(col, no_wrap=True)
+    mem = f"{s['peak_memory_mb']:.0f}" if s["peak_memory_mb"] else "n/a"
+    table.add_row(
+        s["model"],
+        str(s["seq_len"]),
+        s["strategy"],
+        f"{s['tokens_per_card_per_sec']:.2f}",
+        "n/a" if s["mfu"] is None else f"{s['mfu']:.1%}",
+        mem,
+        f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a",
+    )
+    console.print(table, width=max(console.width, 110))
+    losses = [p["loss"] for p in s["losses"]]
+    if losses:
+        console.print(f"loss {losses[0]:.3f} {sparkline(losses)} {losses[-1]:.3f}", highlight=False)
+    console.print(
+        f"[dim]{s['peak_memory_kind']}; throughput = mean over steps {s['throughput_window'][0]}..{s['throughput_window'][1]}; "
+        f"{output_dir}/summary.json, {output_dir}/loss.png[/]",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,111 @@
+"""A finished run's numbers, measured the way the seed table was: from metrics.jsonl and the ranks' reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmpt.run_config import RunConfig
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written when the run died
+    return out
+
+
+def step_times(records: list[dict[str, Any]]) -> dict[int, float]:
+    """Seconds each step took: the gap between its step-end event and the previous one."""
+    ends = {r["step"]: r["t"] for r in records if r.get("event") in ("step", "begin")}
+    return {s: ends[s] - ends[s - 1] for s in sorted(ends) if s - 1 in ends and s > 0}
+
+
+def throughput_window(last_step: int) -> tuple[int, int]:
+    # PaddleNLP's harness: 10 steps, mean over steps 3..8; longer runs: every step from 3 on
+    return (3, 8) if last_step <= 10 else (3, last_step)
+
+
+def tokens_per_step(cfg: RunConfig) -> int:
+    d = cfg.degrees
+    return (
+        cfg.strategy.batch.micro_batch_size * cfg.strategy.batch.grad_accum * d["dp"] * d["sharding"] * cfg.data.seq_len
+    )
+
+
+def losses(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    by_step = {r["step"]: r for r in records if r.get("event") == "log"}
+    return [
+        {"step": s, "loss": by_step[s]["loss"], "learning_rate": by_step[s]["learning_rate"]} for s in sorted(by_step)
+    ]
+
+
+def summarize(cfg: RunConfig) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
+    records = read_metrics(out / "metrics.jsonl")
+    times = step_times(records)
+    last = max(times, default=0)
+    lo, hi = throughput_window(last)
+    window = [times[s] for s in range(lo, hi + 1) if s in times] or list(times.values())
+    mean_step = sum(window) / len(window) if window else float("nan")
+    per_card = tokens_per_step(cfg) / mean_step / cfg.world_size if window else float("nan")
+    peaks = [json.loads(p.read_text())["peak_memory_mb"] for p in sorted((out / "ranks").glob("rank*.json"))]
+    curve = losses(records)
+    return {
+        "model": cfg.model.id,
+        "strategy": cfg.strategy.name,
+        "device": cfg.device,
+        "world_size": cfg.world_size,
+        "seq_len": cfg.data.seq_len,
+        "steps": last,
+        "tokens_per_step": tokens_per_step(cfg),
+        "throughput_window": [lo, hi],
+        "mean_step_seconds": mean_step,
+        "tokens_per_card_per_sec": per_card,
+        "mfu": None,  # needs the device's peak FLOPs: GPU runs only (see llmpt plan)
+        "peak_memory_mb": max(peaks) if peaks else None,
+        "peak_memory_kind": "paddle max_memory_allocated" if cfg.device == "gpu" else "peak RSS of the ranks",
+        "losses": curve,
+        "final_loss": curve[-1]["loss"] if curve else None,
+    }
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    if not values:
+        return ""
+    if len(values) > width:
+        k = len(values) / width
+        values = [values[int(i * k)] for i in range(width)]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def plot_losses(summary: dict[str, Any], path: Path) -> Path | None:
+    """DIR/loss.png; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    steps = [p["step"] for p in summary["losses"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, [p["loss"] for p in summary["losses"]], lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{summary['model']} · {summary['strategy']} · {summary['device']} x{summary['world_size']}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,223 @@
+"""The per-rank entry point paddle.distributed.launch starts on every rank: run.yaml in, training out.
+
+Shape of PaddleNLP's llm/run_pretrain.py (model from config or local weights, PaddleNLP's causal pretraining
+dataset over the mmap files, its Trainer with warmup + cosine/linear decay to a minimum LR), plus what llmpt's
+supervisor reads: <output_dir>/metrics.jsonl from rank 0 and <output_dir>/ranks/rank<N>.json from every rank.
+It does not re-validate: the CLI checked run.yaml before any rank started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import paddle
+from paddlenlp.data.causal_dataset import build_train_valid_test_datasets
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, set_seed
+from paddlenlp.transformers import (
+    AutoModelForCausalLM,
+    AutoModelForCausalLMPipe,
+    AutoTokenizer,
+    CosineAnnealingWithWarmupDecay,
+    LinearAnnealingWithWarmupDecay,
+)
+from paddlenlp.transformers.configuration_utils import LlmMetaConfig
+from paddlenlp.utils.batch_sampler import DistributedBatchSampler
+
+from llmpt.run_config import RunConfig, load_run_yaml
+from llmpt.train.args import ModelArguments, PretrainArguments
+from llmpt.train.model_config import build_config
+
+EVAL_ITERS = 10  # as run_pretrain.py
+TEST_ITERS = 100
+
+
+class PretrainTrainer(Trainer):
+    """PaddleNLP's Trainer with pretraining's in-order sampling (the dataset builder already shuffled)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.is_pretraining = True
+
+    def _sampler(self, dataset, batch_size):
+        return DistributedBatchSampler(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_replicas=self.args.dataset_world_size,
+            rank=self.args.dataset_rank,
+            drop_last=self.args.dataloader_drop_last,
+        )
+
+    def _get_train_sampler(self):
+        return self._sampler(self.train_dataset, self.args.per_device_train_batch_size)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return self._sampler(eval_dataset, self.args.per_device_eval_batch_size)
+
+
+class MetricsCallback(TrainerCallback):
+    """Rank 0 appends one JSON line per logged step and per finished step: the supervisor's live feed."""
+
+    def __init__(self, path: Path, stop_at_step: int | None, visualdl_dir: Path | None) -> None:
+        self.path = path
+        self.stop_at_step = stop_at_step
+        self.enabled = paddle.distributed.get_rank() == 0
+        self.vdl = None
+        if self.enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if visualdl_dir is not None:
+                from visualdl import LogWriter
+
+                self.vdl = LogWriter(logdir=str(visualdl_dir))
+
+    def _write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._write({"event": "begin", "step": state.global_step, "max_steps": state.max_steps, "t": time.time()})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._write({"event": "step", "step": state.global_step, "t": time.time()})
+        if self.stop_at_step is not None and state.global_step >= self.stop_at_step:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            if self.vdl is not None:
+                self.vdl.add_scalar("train/loss", float(logs["loss"]), state.global_step)
+                self.vdl.add_scalar("train/learning_rate", float(logs.get("learning_rate", 0.0)), state.global_step)
+            self._write(
+                {
+                    "event": "log",
+                    "step": state.global_step,
+                    "loss": float(logs["loss"]),
+                    "learning_rate": float(logs.get("learning_rate", 0.0)),
+                    "t": time.time(),
+                }
+            )
+
+    def on_save(self, args, state, control, **kwargs):
+        self._write({"event": "save", "step": state.global_step, "t": time.time()})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.vdl is not None:
+            self.vdl.close()
+
+
+def _collate(samples):
+    tokens = paddle.to_tensor([s["text"] for s in samples], dtype="int64")
+    return {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
+
+
+def _datasets(cfg: RunConfig, args: PretrainArguments):
+    prefixes = cfg.data.prefixes
+    data_prefix = prefixes if len(prefixes) == 1 else [x for p in prefixes for x in (1.0, p)]
+    world = args.dataset_world_size
+    num_samples = [
+        args.per_device_train_batch_size * world * args.max_steps * args.gradient_accumulation_steps,
+        args.per_device_eval_batch_size
+        * world
+        * EVAL_ITERS
+        * (args.max_steps // (args.eval_steps or args.max_steps) + 1),
+        args.per_device_eval_batch_size * world * TEST_ITERS,
+    ]
+    train, valid, _ = build_train_valid_test_datasets(
+        data_prefix=data_prefix,
+        data_impl="mmap",
+        splits_string=cfg.data.split,
+        train_val_test_num_samples=num_samples,
+        seq_length=cfg.data.seq_len,
+        seed=args.seed,
+        skip_warmup=True,
+        data_cache_path=str(Path(cfg.output_dir) / "data_cache"),
+    )
+    return train, valid
+
+
+def _lr_scheduler(cfg: RunConfig, args: PretrainArguments):
+    cls = CosineAnnealingWithWarmupDecay if cfg.train.lr_scheduler == "cosine" else LinearAnnealingWithWarmupDecay
+    return cls(
+        max_lr=args.learning_rate,
+        min_lr=args.min_learning_rate,
+        warmup_step=args.warmup_steps,
+        decay_step=args.decay_steps or args.max_steps,
+        last_epoch=0,
+    )
+
+
+def _peak_memory_mb(device: str) -> float:
+    if device == "gpu":
+        return paddle.device.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(run_yaml: str) -> None:
+    cfg = load_run_yaml(Path(run_yaml))
+    parser = PdArgumentParser((PretrainArguments, ModelArguments))
+    args, model_args = parser.parse_dict({**cfg.training_args, **cfg.model_args})
+    paddle.set_device(args.device)
+    set_seed(seed=args.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.data.tokenizer_dir)
+    config = build_config(cfg)
+    LlmMetaConfig.set_llm_config(config, args)
+    config.seq_length = cfg.data.seq_len
+    config.fuse_attention_qkv = model_args.fuse_attention_qkv
+    config.fuse_attention_ffn = model_args.fuse_attention_ffn
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "hidden_dropout", "attention_dropout"):
+        if hasattr(config, name):
+            setattr(config, name, cfg.train.dropout)
+
+    dtype = "float32"
+    if args.fp16_opt_level == "O2" and (args.bf16 or args.fp16):
+        dtype = "bfloat16" if args.bf16 else "float16"
+    model_class = AutoModelForCausalLMPipe if args.pipeline_parallel_degree > 1 else AutoModelForCausalLM
+    if cfg.model.init_from:
+        model = model_class.from_pretrained(cfg.model.init_from, config=config, dtype=dtype)
+    else:
+        model = model_class.from_config(config, dtype=dtype)
+    if args.recompute:
+        model.recompute_enable()
+
+    train_ds, valid_ds = _datasets(cfg, args)
+    trainer = PretrainTrainer(
+        model=model,
+        args=args,
+        data_collator=_collate,
+        train_dataset=train_ds,
+        eval_dataset=valid_ds if args.do_eval else None,
+        optimizers=(None, _lr_scheduler(cfg, args)),
+        tokenizer=tokenizer,
+        callbacks=[
+            MetricsCallback(
+                Path(cfg.output_dir) / "metrics.jsonl",
+                cfg.train.stop_at_step,
+                Path(cfg.output_dir) / "vdl" if cfg.train.report_to == "visualdl" else None,
+            )
+        ],
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    if cfg.train.stop_at_step is None:
+        trainer.save_model()
+
+    rank = paddle.distributed.get_rank()
+    ranks_dir = Path(cfg.output_dir) / "ranks"
+    ranks_dir.mkdir(parents=True, exist_ok=True)
+    (ranks_dir / f"rank{rank}.json").write_text(
+        json.dumps({"rank": rank, "device": args.device, "peak_memory_mb": _peak_memory_mb(args.device)})
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {os.path.basename(sys.argv[0])} RUN_YAML")
+    main(sys.argv[1])

@@ -1,0 +1,30 @@
+"""The PaddleNLP config object a rank builds its model from: registry dict, or a local checkpoint's config."""
+
+from __future__ import annotations
+
+from paddlenlp import transformers
+
+from llmpt.run_config import RunConfig
+
+CONFIG_CLASSES = {
+    "llama": "LlamaConfig",
+    "qwen": "QWenConfig",
+    "gpt": "GPTConfig",
+    "opt": "OPTConfig",
+    "bloom": "BloomConfig",
+    "chatglm": "ChatGLMConfig",
+    "chatglm_v2": "ChatGLMv2Config",
+    "glm": "GLMConfig",
+}
+
+
+def config_class(model_type: str):
+    return getattr(transformers, CONFIG_CLASSES[model_type])
+
+
+def build_config(cfg: RunConfig):
+    if cfg.model.init_from:
+        return transformers.AutoConfig.from_pretrained(cfg.model.init_from)
+    d = dict(cfg.model.config)
+    cls = config_class(d.pop("model_type"))
+    return cls(**d)
