@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/llmpt plan qwen-7b --strategy tp2sd4_stage2 --gpus 8
+	$(BIN)/llmpt train --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check llmpt tests bench scripts

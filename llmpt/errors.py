@@ -10,6 +10,8 @@ class LlmptError(Exception):
     """A problem with what the user asked for: `message` says what was given and what is allowed,
     `hint` says what to run next."""
 
+    exit_code = 2  # bad input; failures of a run that was allowed to start use 1
+
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -35,13 +37,14 @@ class ConfigError(LlmptError):
     """A config file or --set override that cannot be read or does not fit the schema."""
 
 
-def describe_validation_error(source: str, exc: Any, model: type | None = None) -> str:
+def describe_validation_error(source: str, exc: Any, model: type | None = None, prefix: str = "") -> str:
     """One line for the first problem in a pydantic ValidationError: `source: a.b: what (got x)`.
 
-    With `model`, an unknown key also lists the keys allowed at that place.
+    With `model`, an unknown key also lists the keys allowed at that place; `prefix` names the section the
+    model was validated as (e.g. "train.").
     """
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc = prefix + ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(model, err["loc"][:-1]) if model is not None else []
         tail = f"; allowed: {', '.join(allowed)}" if allowed else ""

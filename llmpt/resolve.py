@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,12 @@ DEMO_TRAIN = {"learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 
 # one micro batch of 8 per rank and step: the dp2 preset's 1 x 8 accumulation is for GPUs, not 2 CPU cores
 DEMO_STRATEGY = {"batch": {"micro_batch_size": 8, "grad_accum": 1}}
 CONFIG_KEYS = ("train", "strategy", "data", "model", "seq_len")
+# families whose PaddleNLP causal-LM class cannot pretrain on plain token windows (measured, see README)
+NOT_TRAINABLE = {
+    "chatglm": "PaddleNLP's ChatGLM (v1) needs a 4-D attention mask and gMASK/BOS tokens in every sample, which "
+    "the causal pretraining dataset does not produce",
+    "glm": "PaddleNLP has no causal-LM class for GLM (only GLMForConditionalGeneration)",
+}
 
 
 @dataclass
@@ -103,6 +110,24 @@ def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], s
     return manifests, tokenizer_dir or str(SHIPPED_TOKENIZER)
 
 
+def _init_config(init_from: str, family: str) -> dict[str, Any]:
+    """The config.json of a save_pretrained() directory: the model the ranks will load."""
+    path = Path(init_from, "config.json")
+    if not path.is_file():
+        raise LlmptError(
+            f"--init-from {init_from}: no config.json there", "pass a directory written by save_pretrained()"
+        )
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LlmptError(f"--init-from {init_from}: config.json is not valid JSON ({e})") from None
+    mt = cfg.get("model_type")
+    expected = "chatglm_v2" if family == "chatglm2" else family
+    if mt != expected:
+        raise LlmptError(f"--init-from {init_from}: a {mt!r} checkpoint, but the model is a {family} model")
+    return cfg
+
+
 def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
     demo = req.model is None
     layers: dict[str, Any] = {}
@@ -149,12 +174,17 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
     try:
         train = TrainSettings.model_validate(train_layer)
     except ValidationError as e:
-        raise ConfigError(
-            describe_validation_error(source, e, TrainSettings).replace(f"{source}: ", f"{source}: train.", 1)
-        ) from None
+        raise ConfigError(describe_validation_error(source, e, TrainSettings, prefix="train.")) from None
 
     spec = plan.model
+    if spec.family in NOT_TRAINABLE:
+        raise LlmptError(
+            f"llmpt train cannot pretrain {spec.id} ({spec.family}): {NOT_TRAINABLE[spec.family]}",
+            "llmpt plan still checks it; trainable families: llama (incl. Baichuan), qwen, gpt, opt, bloom, chatglm2",
+        )
     model_cfg = paddlenlp_config(spec, plan.seq_len, from_scratch=req.init_from is None)
+    if req.init_from is not None:
+        model_cfg = _init_config(req.init_from, spec.family)
     prefixes = (
         req.data
         or layers.get("data", {}).get("prefixes")
@@ -172,10 +202,6 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         # run_pretrain.py: from scratch, the vocabulary grows to the tokenizer's, rounded up to 128
         model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(tok_vocab))
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
-    if req.init_from is not None and not Path(req.init_from, "config.json").is_file():
-        raise LlmptError(
-            f"--init-from {req.init_from}: no config.json there", "pass a directory written by save_pretrained()"
-        )
 
     output_dir = str(out or Path(plan.launch_command[-1]).parent)
     training_args = {

@@ -39,7 +39,7 @@ def handles_errors(fn: F) -> F:
                 return fn(*args, **kwargs)
             except LlmptError as e:
                 print_error(e)
-                raise typer.Exit(2) from None
+                raise typer.Exit(e.exit_code) from None
             except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:  # noqa: BLE001 - the last line of defence for the user's terminal

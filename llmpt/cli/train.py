@@ -152,7 +152,8 @@ def _print_summary(s, output_dir: str) -> None:
     if losses:
         console.print(f"loss {losses[0]:.3f} {sparkline(losses)} {losses[-1]:.3f}", highlight=False)
     console.print(
-        f"[dim]{s['peak_memory_kind']}; throughput = mean over steps {s['throughput_window'][0]}..{s['throughput_window'][1]}; "
+        f"[dim]{s['peak_memory_kind']}; throughput = mean over steps "
+        f"{s['throughput_window'][0]}..{s['throughput_window'][1]}; "
         f"{output_dir}/summary.json, {output_dir}/loss.png[/]",
         highlight=False,
         soft_wrap=True,

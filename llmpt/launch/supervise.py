@@ -27,6 +27,8 @@ _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
 class TrainingFailed(LlmptError):
     """A rank died or the launcher failed; the message names the rank and shows its last log lines."""
 
+    exit_code = 1
+
 
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint-N (PaddleNLP writes trainer_state.json last)."""

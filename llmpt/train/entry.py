@@ -8,6 +8,7 @@ It does not re-validate: the CLI checked run.yaml before any rank started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -41,7 +42,9 @@ class PretrainTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.is_pretraining = True
+        # is_pretraining makes PaddleNLP log model FLOPs via model._get_hardware_flops(); OPT's __getattr__
+        # answers any missing attribute with a config value (None), so only ask models that really have it
+        self.is_pretraining = callable(getattr(self.model, "_get_hardware_flops", None))
 
     def _sampler(self, dataset, batch_size):
         return DistributedBatchSampler(
@@ -187,6 +190,10 @@ def main(run_yaml: str) -> None:
         model = model_class.from_config(config, dtype=dtype)
     if args.recompute:
         model.recompute_enable()
+    if hasattr(model, "no_sync") and not callable(model.no_sync):
+        # same OPT __getattr__ quirk: `no_sync` resolves to None, and the Trainer calls it under gradient
+        # accumulation when the model is not wrapped (one rank); there is nothing to sync on one rank
+        model.no_sync = contextlib.nullcontext
 
     train_ds, valid_ds = _datasets(cfg, args)
     trainer = PretrainTrainer(

@@ -1,0 +1,3 @@
+from llmpt.cli.main import main
+
+main()
