@@ -77,27 +77,24 @@ def default_output_dir(model: ModelSpec, strategy: Strategy) -> Path:
     return Path("runs") / f"{model.id.replace('/', '--')}-{strategy.name}"
 
 
-CPU_RUNNABLE = "data parallel and sharding stage 1"
-
-
 def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
-    """CPU ranks: refuse what Paddle 3.3.1 cannot run there; turn GPU-only numerics off, saying so."""
+    """CPU ranks: refuse what llmpt's gloo backend cannot run; turn GPU-only numerics off, saying so."""
     p = strategy.parallel
-    gpu_only = [
-        (p.tp > 1, f"tensor parallel (tp{p.tp})"),
-        (p.pp > 1, f"pipeline parallel (pp{p.pp})"),
-        (p.sharding > 1 and p.stage > 1, f"sharding stage {p.stage}"),
+    unsupported = [
+        (p.offload, "sharding offload (there is no device memory to offload from)"),
         (p.sep > 1, f"segment parallel (sep{p.sep})"),
         (p.cp > 1, f"context parallel (cp{p.cp})"),
+        (p.tp > 1 and p.sharding > 1 and p.stage == 3, "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)"),
     ]
-    for bad, what in gpu_only:
+    for bad, what in unsupported:
         if bad:
             raise LlmptError(
-                f"strategy {strategy.name} needs {what}, which Paddle 3.3.1 fleet refuses on CPU "
-                f'("Only support xpu, gpu and custom_device"); on CPU llmpt runs {CPU_RUNNABLE}',
-                "use a dpN or sdN_stage1 strategy with --device cpu, or --device gpu",
+                f"strategy {strategy.name} needs {what}, which llmpt does not run on CPU",
+                "on CPU: data, tensor and pipeline parallel, sequence parallel, sharding stage 1/2/3",
             )
     notes = []
+    if p.tp > 1 or p.pp > 1 or (p.sharding > 1 and p.stage > 1):
+        notes.append("cpu: tensor/pipeline parallel and sharding stage 2/3 run through llmpt's gloo backend")
     if strategy.precision.dtype != "fp32":
         notes.append(f"cpu: {strategy.precision.dtype} {strategy.precision.amp_level} -> fp32 (AMP is GPU-only)")
     kernels_on = [k for k, v in strategy.kernels.model_dump().items() if v and k in GPU_KERNELS]

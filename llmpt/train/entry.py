@@ -30,6 +30,7 @@ from paddlenlp.transformers.configuration_utils import LlmMetaConfig
 from paddlenlp.utils.batch_sampler import DistributedBatchSampler
 
 from llmpt.run_config import RunConfig, load_run_yaml
+from llmpt.train import cpu_backend
 from llmpt.train.args import ModelArguments, PretrainArguments
 from llmpt.train.model_config import build_config
 
@@ -165,6 +166,10 @@ def _peak_memory_mb(device: str) -> float:
 
 def main(run_yaml: str) -> None:
     cfg = load_run_yaml(Path(run_yaml))
+    if cfg.device == "cpu":
+        # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
+        paddle.set_device("cpu")
+        cpu_backend.install()
     parser = PdArgumentParser((PretrainArguments, ModelArguments))
     args, model_args = parser.parse_dict({**cfg.training_args, **cfg.model_args})
     paddle.set_device(args.device)
