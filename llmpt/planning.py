@@ -84,7 +84,10 @@ def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
         (p.offload, "sharding offload (there is no device memory to offload from)"),
         (p.sep > 1, f"segment parallel (sep{p.sep})"),
         (p.cp > 1, f"context parallel (cp{p.cp})"),
-        (p.tp > 1 and p.sharding > 1 and p.stage == 3, "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)"),
+        (
+            p.tp > 1 and p.sharding > 1 and p.stage == 3,
+            "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)",
+        ),
     ]
     for bad, what in unsupported:
         if bad:
@@ -127,7 +130,7 @@ def min_ranks(strategy: Strategy) -> int:
 
 
 def make_plan(
-    model: str,
+    model: str | ModelSpec,
     strategy_name: str,
     gpus: str | None = None,
     nnodes: int = 1,
@@ -141,7 +144,7 @@ def make_plan(
     overrides_source: str = "--set",
 ) -> Plan:
     """Resolve and check everything `llmpt train` would launch; raise LlmptError on the first problem."""
-    spec = resolve_model(model)
+    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     strategy = apply_strategy_overrides(resolve_strategy(strategy_name), strategy_overrides or {}, overrides_source)
     if seq_len < 8:
         raise LlmptError(f"--seq-len {seq_len}: must be >= 8")

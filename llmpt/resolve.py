@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from llmpt import __version__
 from llmpt.errors import ConfigError, LlmptError, describe_validation_error
-from llmpt.models.registry import padded_vocab, paddlenlp_config
+from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config
 from llmpt.overrides import deep_merge, parse_set
 from llmpt.planning import Plan, make_plan
 from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
@@ -36,7 +36,7 @@ NOT_TRAINABLE = {
 class TrainRequest:
     """What the user typed (None = not given)."""
 
-    model: str | None = None
+    model: str | ModelSpec | None = None
     strategy: str | None = None
     data: list[str] = field(default_factory=list)
     device: str | None = None
@@ -154,7 +154,8 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
     if strategy is None:
         raise LlmptError("--strategy is required", "e.g. --strategy tp2sd4_stage2 (see: llmpt presets list)")
     device = req.device or (DEMO["device"] if demo else default_device())
-    seq_len = req.seq_len or layers.get("seq_len") or (DEMO["seq_len"] if demo or model.endswith("-tiny") else 4096)
+    tiny = (model.id if isinstance(model, ModelSpec) else model).endswith("-tiny")
+    seq_len = req.seq_len or layers.get("seq_len") or (DEMO["seq_len"] if demo or tiny else 4096)
     out = Path(req.output_dir) if req.output_dir else None
     plan = make_plan(
         model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmpt import __version__
-from llmpt.cli import data, matrix, models, plan, presets, train
+from llmpt.cli import data, matrix, models, plan, presets, rehearse, train
 
 app = typer.Typer(
     name="llmpt",
@@ -20,6 +20,7 @@ app.command("plan")(plan.plan)
 app.command("matrix")(matrix.matrix)
 app.command("prepare-data")(data.prepare_data)
 app.command("train")(train.train)
+app.command("rehearse")(rehearse.rehearse)
 
 
 def _version(value: bool) -> None:

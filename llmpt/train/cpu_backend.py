@@ -254,8 +254,13 @@ def _patch_mp_ops():
     orig_split = mp_ops._c_split
     orig_allreduce = mp_ops._mp_allreduce
     orig_ce = mp_ops._c_softmax_with_cross_entropy
-    _ORIG.update(_c_identity=orig_identity, _c_concat=orig_concat, _c_split=orig_split,
-                 _mp_allreduce=orig_allreduce, _c_softmax_with_cross_entropy=orig_ce)
+    _ORIG.update(
+        _c_identity=orig_identity,
+        _c_concat=orig_concat,
+        _c_split=orig_split,
+        _mp_allreduce=orig_allreduce,
+        _c_softmax_with_cross_entropy=orig_ce,
+    )
 
     # replaces mp_ops._c_identity (ColumnParallelLinear input, llama parallel_matmul)
     def _c_identity(tensor, group=None, skip_c_identity_dynamic=False):
@@ -285,12 +290,16 @@ def _patch_mp_ops():
         return CpuSplitLast.apply(tensor, _group_or_default(group))
 
     # replaces mp_ops._mp_allreduce (RowParallelLinear / VocabParallelEmbedding output)
-    def _mp_allreduce(tensor, op=None, group=None, use_calc_stream=True,
-                      use_model_parallel=True, skip_c_identity_dynamic=False):
+    def _mp_allreduce(
+        tensor, op=None, group=None, use_calc_stream=True, use_model_parallel=True, skip_c_identity_dynamic=False
+    ):
         if not (_eager() and _on_cpu()):
-            kw = dict(group=group, use_calc_stream=use_calc_stream,
-                      use_model_parallel=use_model_parallel,
-                      skip_c_identity_dynamic=skip_c_identity_dynamic)
+            kw = dict(
+                group=group,
+                use_calc_stream=use_calc_stream,
+                use_model_parallel=use_model_parallel,
+                skip_c_identity_dynamic=skip_c_identity_dynamic,
+            )
             return orig_allreduce(tensor, op, **kw) if op is not None else orig_allreduce(tensor, **kw)
         if group is not None and not group.is_member():
             return None
@@ -312,8 +321,13 @@ def _patch_mp_ops():
             label = label.unsqueeze(-1)
         return CpuVocabParallelCE.apply(logits, label, _group_or_default(group), ignore_index)
 
-    for orig, new in [(orig_identity, _c_identity), (orig_concat, _c_concat), (orig_split, _c_split),
-                      (orig_allreduce, _mp_allreduce), (orig_ce, _c_softmax_with_cross_entropy)]:
+    for orig, new in [
+        (orig_identity, _c_identity),
+        (orig_concat, _c_concat),
+        (orig_split, _c_split),
+        (orig_allreduce, _mp_allreduce),
+        (orig_ce, _c_softmax_with_cross_entropy),
+    ]:
         new.__name__ = orig.__name__
         new.__doc__ = f"cpu_backend replacement for paddle mp_ops.{orig.__name__}"
         _swap_everywhere(orig, new)
@@ -583,14 +597,35 @@ def _patch_group_sharded():
     # the device is gpu/xpu/custom.  Same construction (stage-2 optimizer +
     # GroupShardedStage2 for "os"/"os_g", GroupShardedStage3 for "p_g_os"),
     # with device="cpu" passed down.
-    def group_sharded_parallel(model, optimizer, level, scaler=None, group=None, offload=False,
-                               sync_buffers=False, buffer_max_size=2**23, segment_size=2**20,
-                               sync_comm=False, dp_group=None, exclude_layer=None):
+    def group_sharded_parallel(
+        model,
+        optimizer,
+        level,
+        scaler=None,
+        group=None,
+        offload=False,
+        sync_buffers=False,
+        buffer_max_size=2**23,
+        segment_size=2**20,
+        sync_comm=False,
+        dp_group=None,
+        exclude_layer=None,
+    ):
         if not _on_cpu():
-            return orig(model, optimizer, level, scaler=scaler, group=group, offload=offload,
-                        sync_buffers=sync_buffers, buffer_max_size=buffer_max_size,
-                        segment_size=segment_size, sync_comm=sync_comm, dp_group=dp_group,
-                        exclude_layer=exclude_layer)
+            return orig(
+                model,
+                optimizer,
+                level,
+                scaler=scaler,
+                group=group,
+                offload=offload,
+                sync_buffers=sync_buffers,
+                buffer_max_size=buffer_max_size,
+                segment_size=segment_size,
+                sync_comm=sync_comm,
+                dp_group=dp_group,
+                exclude_layer=exclude_layer,
+            )
         if offload:
             raise CpuBackendError("cpu_backend: sharding offload is meaningless on CPU")
         if level not in ("os", "os_g", "p_g_os"):
@@ -599,16 +634,35 @@ def _patch_group_sharded():
             scaler = gs.GroupShardedScaler(scaler)
         if level in ("os", "os_g"):
             optimizer = gs.GroupShardedOptimizerStage2(
-                params=optimizer._parameter_list, optim=optimizer, group=group,
-                offload=False, dp_group=dp_group, device="cpu")
+                params=optimizer._parameter_list,
+                optim=optimizer,
+                group=group,
+                offload=False,
+                dp_group=dp_group,
+                device="cpu",
+            )
             model = gs.GroupShardedStage2(
-                model, optimizer, group=group, sync_buffers=sync_buffers,
-                buffer_max_size=buffer_max_size, dp_group=dp_group, device="cpu")
+                model,
+                optimizer,
+                group=group,
+                sync_buffers=sync_buffers,
+                buffer_max_size=buffer_max_size,
+                dp_group=dp_group,
+                device="cpu",
+            )
         else:
             model = gs.GroupShardedStage3(
-                model, optimizer=optimizer, group=group, sync_buffers=sync_buffers,
-                segment_size=segment_size, offload=False, sync_comm=sync_comm,
-                dp_group=dp_group, device="cpu", exclude_layer=exclude_layer)
+                model,
+                optimizer=optimizer,
+                group=group,
+                sync_buffers=sync_buffers,
+                segment_size=segment_size,
+                offload=False,
+                sync_comm=sync_comm,
+                dp_group=dp_group,
+                device="cpu",
+                exclude_layer=exclude_layer,
+            )
         if isinstance(scaler, paddle.amp.GradScaler):
             scaler = gs.GroupShardedScaler(scaler)
         return model, optimizer, scaler
@@ -640,8 +694,9 @@ def _patch_new_group():
     #   * a group spanning every rank reuses the default group's gloo process
     #     group instead of opening a second set of connections.
     # The returned Group has its own gid/name exactly as new_group would give.
-    def new_group(ranks=None, backend=None, timeout=collective._default_timeout,
-                  nccl_comm_init_option=0, nccl_config=None):
+    def new_group(
+        ranks=None, backend=None, timeout=collective._default_timeout, nccl_comm_init_option=0, nccl_config=None
+    ):
         default = collective._get_group_map_by_name().get(collective._default_group_name)
         if not (_eager() and _on_cpu()) or backend not in (None, "gloo") or default is None:
             return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
@@ -680,7 +735,8 @@ def install():
     if paddle.__version__ != SUPPORTED_PADDLE:
         raise CpuBackendError(
             f"cpu_backend was written against paddlepaddle=={SUPPORTED_PADDLE}; found "
-            f"{paddle.__version__}. The patched internals may differ; refusing to patch.")
+            f"{paddle.__version__}. The patched internals may differ; refusing to patch."
+        )
     if _INSTALLED:
         return True
     if not _on_cpu():

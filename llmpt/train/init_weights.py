@@ -9,6 +9,7 @@ is how the CPU equivalence tests and `llmpt rehearse` start different topologies
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import paddle
@@ -18,8 +19,17 @@ from llmpt.models.registry import paddlenlp_config, resolve_model
 from llmpt.train.model_config import config_class
 
 
-def save_initial_weights(model: str, out_dir: Path, seed: int = 42, seq_len: int = 128, vocab_size: int | None = None):
+def save_initial_weights(
+    model: str,
+    out_dir: Path,
+    seed: int = 42,
+    seq_len: int = 128,
+    vocab_size: int | None = None,
+    shape: dict | None = None,
+):
     spec = resolve_model(model)
+    if shape:
+        spec = spec.model_copy(update=shape)  # a reshaped tiny model (llmpt rehearse)
     d = paddlenlp_config(spec, seq_len)
     if vocab_size:
         d["vocab_size"] = vocab_size
@@ -40,5 +50,6 @@ if __name__ == "__main__":
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=None)
+    ap.add_argument("--shape", type=json.loads, default=None, help="JSON of registry dimension overrides")
     a = ap.parse_args()
-    print(save_initial_weights(a.model, a.out_dir, a.seed, a.seq_len, a.vocab_size))
+    print(save_initial_weights(a.model, a.out_dir, a.seed, a.seq_len, a.vocab_size, a.shape))

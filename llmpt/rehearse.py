@@ -1,0 +1,181 @@
+"""`llmpt rehearse`: run a strategy's exact topology on CPU ranks with the model shrunk within its family,
+and report pass/fail per stage (plan, ranks up, groups formed, loss finite, checkpoint round-trip)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmpt.errors import LlmptError
+from llmpt.launch.summary import read_metrics
+from llmpt.launch.supervise import TrainingFailed, prepare_output_dir, run_training
+from llmpt.models.registry import ModelSpec, all_models, resolve_model
+from llmpt.planning import make_plan, min_ranks
+from llmpt.resolve import TrainRequest, resolve_run
+
+STEPS = 4
+SAVE_AT = 2
+HEAD_DIM = 16
+
+
+@dataclass
+class Stage:
+    name: str
+    ok: bool | None = None  # None: not reached
+    detail: str = ""
+
+
+@dataclass
+class Rehearsal:
+    model: str
+    strategy: str
+    ranks: int
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "strategy": self.strategy,
+            "ranks": self.ranks,
+            "passed": self.passed,
+            "stages": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in self.stages],
+        }
+
+
+def tiny_of(spec: ModelSpec) -> ModelSpec:
+    """The family's tiny model (Baichuan's ALiBi variant for ALiBi llamas)."""
+    name = "baichuan-tiny" if spec.family == "llama" and spec.position == "alibi" else f"{spec.family}-tiny"
+    return resolve_model(name)
+
+
+def shrink(tiny: ModelSpec, tp: int, stages: int) -> ModelSpec:
+    """The tiny model reshaped so that tp divides heads, kv heads and FFN width, and pp x vpp divides layers."""
+    group = tiny.num_attention_heads // tiny.num_key_value_heads
+    kv = math.lcm(tiny.num_key_value_heads, tp)
+    heads = kv * group
+    hidden = heads * HEAD_DIM
+    ffn = math.ceil(hidden * 11 / 4 / tp) * tp  # ~llama's 2.75 x hidden, split evenly over tp
+    layers = math.ceil(max(tiny.num_hidden_layers, stages) / stages) * stages
+    return tiny.model_copy(
+        update={
+            "hidden_size": hidden,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv,
+            "intermediate_size": 2 * ffn if tiny.family == "qwen" else ffn,
+            "num_hidden_layers": layers,
+        }
+    )
+
+
+def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: bool = False) -> Rehearsal:
+    spec = resolve_model(model)
+    out = Path(output_dir or f"runs/rehearse-{spec.id.replace('/', '--')}-{strategy}")
+    plan_stage = Stage("plan (real model, GPU topology)")
+    try:
+        plan = make_plan(spec, strategy)  # capability matrix + real shapes, on the strategy's own world size
+        plan_stage.ok, plan_stage.detail = (
+            True,
+            f"{plan.expansion.world_size} ranks, "
+            + " x ".join(f"{k}{v}" for k, v in plan.to_dict()["degrees"].items() if v > 1),
+        )
+    except LlmptError as e:
+        plan_stage.ok, plan_stage.detail = False, e.message
+        return Rehearsal(spec.id, strategy, 0, [plan_stage, *(Stage(n) for n in _RUN_STAGES)])
+    d = plan.expansion.degrees
+    small = shrink(tiny_of(spec), d.tp, d.pp * plan.strategy.parallel.virtual_pp)
+    result = Rehearsal(spec.id, plan.strategy.name, plan.expansion.world_size, [plan_stage])
+    init = out / "init"
+    first = out / "run"
+    common = dict(
+        model=small,
+        strategy=strategy,
+        device="cpu",
+        gpus=str(plan.expansion.world_size),
+        max_steps=STEPS,
+        save_steps=SAVE_AT,
+        set_items=["train.report_to=none", "train.warmup_steps=1"],
+        allow_partial=True,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmpt.train.init_weights",
+            small.id,
+            str(init),
+            "--vocab-size",
+            str(cfg.model.config["vocab_size"]),
+            "--seq-len",
+            str(cfg.data.seq_len),
+            "--shape",
+            json.dumps({k: getattr(small, k) for k in _SHAPE}),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    common["init_from"] = str(init)
+    cfg, run_plan = resolve_run(TrainRequest(output_dir=str(first), **common))
+    failure = None
+    try:
+        summary = run_training(prepare_output_dir(cfg, resume=False, overwrite=True), run_plan.topology)
+    except TrainingFailed as e:
+        failure, summary = e.message.splitlines()[0], None
+    result.stages += _judge_first_run(first, cfg.world_size, failure, summary)
+    rt = Stage("checkpoint round-trip")
+    if summary is not None:
+        again = first.parent / "resumed"
+        shutil.copytree(first / f"checkpoint-{SAVE_AT}", again / f"checkpoint-{SAVE_AT}")
+        cfg2, plan2 = resolve_run(TrainRequest(output_dir=str(again), resume=True, **common))
+        try:
+            s2 = run_training(prepare_output_dir(cfg2, resume=True, overwrite=False), plan2.topology)
+            a = {p["step"]: p["loss"] for p in summary["losses"]}
+            b = {p["step"]: p["loss"] for p in s2["losses"]}
+            diffs = [abs(a[k] - b[k]) / abs(a[k]) for k in b if k > SAVE_AT and k in a]
+            rt.ok = bool(diffs) and max(diffs) <= 1e-5
+            rt.detail = (
+                f"steps {SAVE_AT + 1}..{STEPS} after reload: max relative difference {max(diffs):.1e}"
+                if diffs
+                else "no steps after the reload"
+            )
+        except TrainingFailed as e:
+            rt.ok, rt.detail = False, e.message.splitlines()[0]
+    result.stages.append(rt)
+    if not keep and result.passed:
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+_RUN_STAGES = ("ranks up", "groups formed", "loss finite", "checkpoint round-trip")
+_SHAPE = ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size", "num_hidden_layers")
+
+
+def _judge_first_run(run: Path, world: int, failure: str | None, summary: dict | None) -> list[Stage]:
+    logs = sorted((run / "logs").glob("workerlog.*"))
+    records = read_metrics(run / "metrics.jsonl")
+    up = Stage("ranks up", len(logs) == world, f"{len(logs)}/{world} rank logs")
+    began = any(r.get("event") == "begin" for r in records)
+    groups = Stage("groups formed", began, "fleet initialised, model built" if began else (failure or "no start"))
+    losses = [p["loss"] for p in summary["losses"]] if summary else []
+    finite = bool(losses) and all(math.isfinite(x) for x in losses)
+    loss = Stage(
+        "loss finite",
+        finite,
+        f"{losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} steps" if losses else (failure or "no losses"),
+    )
+    return [up, groups, loss]
+
+
+def families_to_verify() -> list[ModelSpec]:
+    return [m for m in all_models() if m.id.endswith("-tiny")]
