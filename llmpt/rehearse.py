@@ -16,7 +16,7 @@ from llmpt.errors import LlmptError
 from llmpt.launch.summary import read_metrics
 from llmpt.launch.supervise import TrainingFailed, prepare_output_dir, run_training
 from llmpt.models.registry import ModelSpec, all_models, resolve_model
-from llmpt.planning import make_plan, min_ranks
+from llmpt.planning import make_plan
 from llmpt.resolve import TrainRequest, resolve_run
 
 STEPS = 4

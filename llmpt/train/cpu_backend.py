@@ -211,7 +211,7 @@ def _make_mp_ops():
         def forward(ctx, logits, label, group, ignore_index):
             import paddle.distributed as dist
 
-            nranks, rank = group.nranks, group.rank
+            rank = group.rank
             vloc = logits.shape[-1]
             start = rank * vloc
             x = logits.astype("float32")
@@ -502,12 +502,13 @@ def _patch_sequence_parallel():
 def _patch_group_sharded():
     import paddle
     from paddle.base import core
-    from paddle.distributed import sharding as sharding_pkg
-    from paddle.distributed.sharding import group_sharded as gs
     from paddle.distributed.fleet.meta_parallel.sharding import (
         group_sharded_optimizer_stage2 as os2,
+    )
+    from paddle.distributed.fleet.meta_parallel.sharding import (
         group_sharded_stage3 as s3,
     )
+    from paddle.distributed.sharding import group_sharded as gs
 
     # GroupShardedOptimizerStage2.__init__ and GroupShardedStage3.__init__
     # assert core.is_compiled_with_cuda() or xpu or custom device.  The only
@@ -677,7 +678,6 @@ def _patch_group_sharded():
 
 
 def _patch_new_group():
-    import paddle
     from paddle.distributed import collective
 
     orig = collective.new_group
