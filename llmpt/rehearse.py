@@ -107,7 +107,11 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
         allow_partial=True,
     )
     shutil.rmtree(out, ignore_errors=True)
-    cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
+    try:
+        cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
+    except LlmptError as e:
+        result.stages += [Stage("ranks up", False, e.message), *(Stage(n) for n in _RUN_STAGES[1:])]
+        return result
     subprocess.run(
         [
             sys.executable,
@@ -177,5 +181,73 @@ def _judge_first_run(run: Path, world: int, failure: str | None, summary: dict |
     return [up, groups, loss]
 
 
-def families_to_verify() -> list[ModelSpec]:
-    return [m for m in all_models() if m.id.endswith("-tiny")]
+# the representative strategy that exercises each matrix column on 2 CPU ranks
+VERIFY_STRATEGY = {
+    "dp": "dp2",
+    "tp": "tp2",
+    "pp": "pp2",
+    "sp": "tp2_sp",
+    "s1_rc": "sd2_stage1_rc",
+    "s1_dp": "sd2_stage1",
+    "s2_rc": "sd2_stage2_rc",
+    "s2_dp": "sd2_stage2",
+    "s3_rc": "sd2_stage3_rc",
+    "s3_dp": "sd2_stage3",
+    "sr": "dp2_rccore",
+}
+GPU_ONLY = {"fa": "flash attention has no CPU kernel in Paddle"}
+
+
+def verified_path() -> Path:
+    from llmpt.resolve import cache_dir
+
+    return cache_dir() / "matrix_verified.json"
+
+
+def load_verified() -> dict[str, dict[str, dict[str, str]]]:
+    p = verified_path()
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def verify_matrix(model: str | None = None, cells: list[str] | None = None, progress=None) -> dict:
+    """Rehearse every supported (or partial) cell of each row (or of MODEL's row); store and return results."""
+    import datetime
+
+    from llmpt.models.matrix import load_matrix
+    from llmpt.resolve import NOT_TRAINABLE
+
+    m = load_matrix()
+    rows = [m.row(resolve_model(model).matrix_row)] if model else list(m.rows)
+    known = [c.key for c in m.columns]
+    for c in cells or []:
+        if c not in known:
+            raise LlmptError(f"--cells {c}: unknown column; allowed: {', '.join(known)}")
+    today = datetime.date.today().isoformat()
+    results = load_verified()
+    for row in rows:
+        members = [x for x in all_models() if x.matrix_row == row.name]
+        if model:
+            members.sort(key=lambda x: x.id != resolve_model(model).id)
+        trainable = [x for x in members if x.family not in NOT_TRAINABLE]
+        for col in m.columns:
+            if (cells and col.key not in cells) or row.cells[col.key].status not in ("supported", "partial"):
+                continue
+            if col.key in GPU_ONLY:
+                entry = {"status": "gpu-only", "detail": GPU_ONLY[col.key]}
+            elif not trainable:
+                entry = {"status": "failed", "detail": NOT_TRAINABLE[members[0].family]}
+            else:
+                r = rehearse(trainable[0].id, VERIFY_STRATEGY[col.key])
+                bad = next((st for st in r.stages if not st.ok), None)
+                entry = {
+                    "status": "verified" if r.passed else "failed",
+                    "detail": f"{trainable[0].id} {VERIFY_STRATEGY[col.key]}"
+                    + (f": {bad.name}: {bad.detail}" if bad else ""),
+                }
+            entry["source"] = f"llmpt rehearse on CPU {today}"
+            results.setdefault(row.name, {})[col.key] = entry
+            if progress:
+                progress(row.name, col.key, entry)
+    verified_path().parent.mkdir(parents=True, exist_ok=True)
+    verified_path().write_text(json.dumps(results, indent=1) + "\n")
+    return results

@@ -15,3 +15,9 @@ def cli():
         return runner.invoke(app, list(args))
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """No unit test reads or writes the user's ~/.cache/llmpt (prepared data, matrix --verify results)."""
+    monkeypatch.setenv("LLMPT_CACHE", str(tmp_path / "llmpt-cache"))
