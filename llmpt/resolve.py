@@ -78,21 +78,12 @@ def _demo_data() -> list[str]:
 def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], str]:
     """Each prefix opens, agrees with its manifest, and has ids below the model's vocabulary."""
     from llmpt.data.inputs import DataError
-    from llmpt.data.mmap import IndexFormatError, read_index
-    from llmpt.data.prepare import read_manifest
+    from llmpt.data.prepare import open_prepared
     from llmpt.data.tokenizer import SHIPPED_TOKENIZER
 
     manifests, tokenizer_dir = {}, None
     for prefix in prefixes:
-        try:
-            ds = read_index(prefix)
-        except FileNotFoundError as e:
-            raise DataError(
-                f"--data {prefix}: {e.filename} is missing", "prepare it with: llmpt prepare-data … --output PREFIX"
-            ) from None
-        except IndexFormatError as e:
-            raise DataError(f"--data {prefix}: {e}") from None
-        m = read_manifest(prefix)
+        ds, m = open_prepared(prefix, "--data")
         if m is not None:
             if (m["documents"], m["tokens"]) != (len(ds), int(ds.sizes.sum())):
                 raise DataError(

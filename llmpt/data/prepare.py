@@ -68,21 +68,41 @@ def _check_output(prefix: str, force: bool) -> None:
 
 
 class _AtomicOutputs:
-    """Temporary files beside the final paths; renamed into place only by commit(), removed otherwise."""
+    """Temporary files beside the final paths; renamed into place only by finish(), removed on any error."""
 
     def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
         self.final = output_paths(prefix)
         self.tmp = {k: p.with_name(f"{p.name}.tmp-{os.getpid()}") for k, p in self.final.items()}
 
-    def commit(self) -> None:
-        # manifest last: its presence says the pair is complete
-        for k in ("bin", "idx", "manifest"):
-            os.replace(self.tmp[k], self.final[k])
+    def __enter__(self) -> _AtomicOutputs:
+        return self
 
-    def cleanup(self) -> None:
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            return False
         for p in self.tmp.values():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        if issubclass(exc_type, OSError):
+            why = getattr(exc, "strerror", None) or exc
+            raise DataError(f"output {self.prefix}: write failed ({why}); nothing was left at the final path") from None
+        return False
+
+    def finish(self, manifest: dict, bin_sha256: str) -> dict:
+        """Write the manifest (with the files' sizes and checksums) and rename all three into place."""
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "llmpt_version": __version__,
+            **manifest,
+            "bin": {"bytes": self.tmp["bin"].stat().st_size, "sha256": bin_sha256},
+            "idx": {"bytes": self.tmp["idx"].stat().st_size, "sha256": _sha256(self.tmp["idx"])},
+        }
+        self.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
+        # manifest last: its presence says the pair is complete
+        for k in ("bin", "idx", "manifest"):
+            os.replace(self.tmp[k], self.final[k])
+        return manifest
 
 
 def _sha256(path: Path) -> str:
@@ -161,12 +181,11 @@ def prepare_data(
     spec = _self_check(tok, encoder_spec(tok, tok_dir, text_key, append_eos), files)
 
     start = time.perf_counter()
-    out = _AtomicOutputs(prefix)
     sizes: list[np.ndarray] = []
     documents = tokens = skipped = empty = bytes_in = 0
     bad_lines: list[dict] = []
     bin_hash = hashlib.sha256()
-    try:
+    with _AtomicOutputs(prefix) as out:
         with out.tmp["bin"].open("wb") as bin_f:
             for r in _results(spec, iter_chunks(files), workers):
                 if strict and r.bad:
@@ -186,45 +205,31 @@ def prepare_data(
                 if progress:
                     progress(documents, tokens, bytes_in)
         if documents == 0:
+            lacked = skipped and all("missing key" in b["reason"] for b in bad_lines)
             raise DataError(
                 f"no documents in {', '.join(specs)}"
                 + (f" ({skipped} bad lines, first: {bad_lines[0]['file']}:{bad_lines[0]['line']})" if bad_lines else "")
-                + (
-                    f"; every line lacked key {text_key!r}?"
-                    if skipped and all("missing key" in b["reason"] for b in bad_lines)
-                    else ""
-                ),
+                + (f"; every line lacked key {text_key!r}?" if lacked else ""),
                 "check --text-key and --format",
             )
         all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int32)
         out.tmp["idx"].write_bytes(index_bytes(all_sizes, np.arange(len(all_sizes) + 1), np.dtype(spec.dtype)))
         seconds = time.perf_counter() - start
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "llmpt_version": __version__,
-            "documents": documents,
-            "tokens": tokens,
-            "skipped": skipped,
-            "empty": empty,
-            "dtype": spec.dtype,
-            "append_eos": append_eos,
-            "eos_id": spec.eos_id,
-            "text_key": text_key,
-            "tokenizer": _tokenizer_fingerprint(tok_dir) | {"vocab_size": int(tok.vocab_size)},
-            "inputs": [str(f.path) for f in files],
-            "bin": {"bytes": out.tmp["bin"].stat().st_size, "sha256": bin_hash.hexdigest()},
-            "idx": {"bytes": out.tmp["idx"].stat().st_size, "sha256": _sha256(out.tmp["idx"])},
-        }
-        out.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
-        out.commit()
-    except OSError as e:
-        out.cleanup()
-        raise DataError(
-            f"output {prefix}: write failed ({e.strerror or e}); nothing was left at the final path"
-        ) from None
-    except BaseException:
-        out.cleanup()
-        raise
+        manifest = out.finish(
+            {
+                "documents": documents,
+                "tokens": tokens,
+                "skipped": skipped,
+                "empty": empty,
+                "dtype": spec.dtype,
+                "append_eos": append_eos,
+                "eos_id": spec.eos_id,
+                "text_key": text_key,
+                "tokenizer": _tokenizer_fingerprint(tok_dir) | {"vocab_size": int(tok.vocab_size)},
+                "inputs": [str(f.path) for f in files],
+            },
+            bin_hash.hexdigest(),
+        )
     return PrepareResult(
         documents=documents,
         tokens=tokens,
@@ -251,31 +256,34 @@ def read_manifest(prefix: str | Path) -> dict | None:
         raise DataError(f"{p}: unreadable manifest ({e})") from None
 
 
+def open_prepared(prefix: str, flag: str):
+    """(index, manifest or None) of a prepared prefix; DataError naming `flag` and the problem otherwise."""
+    try:
+        index = read_index(prefix)
+    except FileNotFoundError as e:
+        raise DataError(
+            f"{flag} {prefix}: {e.filename} is missing", "prepare it with: llmpt prepare-data … --output PREFIX"
+        ) from None
+    except IndexFormatError as e:
+        raise DataError(f"{flag} {prefix}: {e}") from None
+    return index, read_manifest(prefix)
+
+
 def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> PrepareResult:
     """Concatenate prepared shards (same dtype and tokenizer) into one prefix, atomically."""
     if len(prefixes) < 2:
         raise DataError("--merge needs at least two prepared prefixes as inputs")
     _check_output(output, force)
     start = time.perf_counter()
-    shards = []
-    for p in prefixes:
-        try:
-            shards.append((p, read_index(p), read_manifest(p)))
-        except FileNotFoundError as e:
-            raise DataError(
-                f"--merge input {p}: {e.filename} is missing", "inputs are prefixes: PREFIX.bin + PREFIX.idx"
-            ) from None
-        except IndexFormatError as e:
-            raise DataError(f"--merge input {p}: {e}") from None
+    shards = [(p, *open_prepared(p, "--merge input")) for p in prefixes]
     dtypes = {s.dtype for _, s, _ in shards}
     if len(dtypes) > 1:
         raise DataError(f"--merge: shards have different token dtypes ({', '.join(sorted(d.name for d in dtypes))})")
     toks = {json.dumps(m["tokenizer"]["files"], sort_keys=True) for _, _, m in shards if m}
     if len(toks) > 1:
         raise DataError("--merge: shards were tokenized with different tokenizers (manifests disagree)")
-    out = _AtomicOutputs(output)
     bin_hash = hashlib.sha256()
-    try:
+    with _AtomicOutputs(output) as out:
         with out.tmp["bin"].open("wb") as bin_f:
             for p, _, _ in shards:
                 with open(f"{p}.bin", "rb") as src:
@@ -290,33 +298,21 @@ def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> Pre
         dtype = shards[0][1].dtype
         out.tmp["idx"].write_bytes(index_bytes(sizes, np.asarray(docs), dtype))
         first = next((m for _, _, m in shards if m), None)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "llmpt_version": __version__,
-            "documents": len(docs) - 1,
-            "tokens": int(sizes.astype(np.int64).sum()),
-            "skipped": sum(m.get("skipped", 0) for _, _, m in shards if m),
-            "empty": sum(m.get("empty", 0) for _, _, m in shards if m),
-            "dtype": dtype.name,
-            "tokenizer": first["tokenizer"] if first else None,
-            "inputs": prefixes,
-            "merged_from": prefixes,
-            "bin": {"bytes": out.tmp["bin"].stat().st_size, "sha256": bin_hash.hexdigest()},
-            "idx": {"bytes": out.tmp["idx"].stat().st_size, "sha256": _sha256(out.tmp["idx"])},
-        }
-        for key in ("append_eos", "eos_id", "text_key"):
-            if first and key in first:
-                manifest[key] = first[key]
-        out.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
-        out.commit()
-    except OSError as e:
-        out.cleanup()
-        raise DataError(
-            f"output {output}: write failed ({e.strerror or e}); nothing was left at the final path"
-        ) from None
-    except BaseException:
-        out.cleanup()
-        raise
+        carried = {k: first[k] for k in ("append_eos", "eos_id", "text_key") if first and k in first}
+        manifest = out.finish(
+            {
+                "documents": len(docs) - 1,
+                "tokens": int(sizes.astype(np.int64).sum()),
+                "skipped": sum(m.get("skipped", 0) for _, _, m in shards if m),
+                "empty": sum(m.get("empty", 0) for _, _, m in shards if m),
+                "dtype": dtype.name,
+                "tokenizer": first["tokenizer"] if first else None,
+                "inputs": prefixes,
+                "merged_from": prefixes,
+                **carried,
+            },
+            bin_hash.hexdigest(),
+        )
     return PrepareResult(
         documents=manifest["documents"],
         tokens=manifest["tokens"],

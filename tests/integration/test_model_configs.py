@@ -8,24 +8,15 @@ import inspect
 import pytest
 
 from llmpt.models.registry import all_models, paddlenlp_config, resolve_model
+from llmpt.train.model_config import config_class
 
 transformers = pytest.importorskip("paddlenlp.transformers")
 
-CONFIG_CLASS = {
-    "llama": "LlamaConfig",
-    "qwen": "QWenConfig",
-    "gpt": "GPTConfig",
-    "opt": "OPTConfig",
-    "bloom": "BloomConfig",
-    "chatglm": "ChatGLMConfig",
-    "chatglm_v2": "ChatGLMv2Config",
-    "glm": "GLMConfig",
-}
 COMMON = {"model_type", "architectures", "tie_word_embeddings"}  # PretrainedConfig's own
 
 
 def _config(cfg: dict):
-    cls = getattr(transformers, CONFIG_CLASS[cfg["model_type"]])
+    cls = config_class(cfg["model_type"])
     params = set(inspect.signature(cls.__init__).parameters) | set(getattr(cls, "attribute_map", {}))
     unknown = set(cfg) - params - COMMON
     assert not unknown, f"{cls.__name__} has no parameter(s) {unknown}"
