@@ -6,6 +6,7 @@ import time
 
 import typer
 import yaml
+from rich.console import Console
 from rich.table import Table
 
 from llmpt.cli._common import console, err_console, handles_errors, print_json
@@ -147,7 +148,8 @@ def _print_summary(s, output_dir: str) -> None:
         mem,
         f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a",
     )
-    console.print(table, width=max(console.width, 110))
+    # the seed row must not be cut to "llama-ti…" when stdout is a pipe (rich assumes 80 columns then)
+    Console(width=max(console.width, 110), force_terminal=console.is_terminal).print(table)
     losses = [p["loss"] for p in s["losses"]]
     if losses:
         console.print(f"loss {losses[0]:.3f} {sparkline(losses)} {losses[-1]:.3f}", highlight=False)
