@@ -720,6 +720,32 @@ def _patch_new_group():
     _swap_everywhere(orig, new_group)
 
 
+def _patch_group_stores():
+    import os
+
+    from paddle.base import core
+    from paddle.distributed import collective
+
+    orig = collective._new_process_group_impl
+    _ORIG["_new_process_group_impl"] = orig
+
+    # Replaces paddle.distributed.collective._new_process_group_impl for gloo sub-groups on CPU.
+    # ProcessGroupGloo rendezvous through the one default TCPStore with keys that do not carry the group:
+    # with 8 ranks, the second of two disjoint 4-rank groups ([0,2,4,6] then [1,3,5,7]) reads the first
+    # group's addresses and fails ("sizeof(impl_) == bytes.size()", connection refused, pair timeouts);
+    # any group of 3+ ranks also clobbers keys the default group connects with later. Each sub-group now
+    # rendezvous through its own TCPStore, hosted by its first member on master port + 1 + group id.
+    # Single node only (the host is the master's), which is what CPU rehearsal runs.
+    def _new_process_group_impl(backend, store, rank, world_size, group_name, pg_options, group_id=0, **kwargs):
+        if backend != "gloo" or group_id == 0 or not _on_cpu():
+            return orig(backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kwargs)
+        host, port = os.environ.get("PADDLE_MASTER", "127.0.0.1:6170").rsplit(":", 1)
+        own = core.TCPStore(host, int(port) + 1 + group_id, rank == 0, world_size, 900)
+        return core.ProcessGroupGloo.create(own, rank, world_size, group_id)
+
+    collective._new_process_group_impl = _new_process_group_impl
+
+
 # --------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------
@@ -748,6 +774,7 @@ def install():
     _patch_sequence_parallel()
     _patch_group_sharded()
     _patch_new_group()
+    _patch_group_stores()
     _INSTALLED = True
     return True
 
