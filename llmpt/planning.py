@@ -14,6 +14,8 @@ from llmpt.models.matrix import check_capabilities
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config, resolve_model
 from llmpt.models.shape import check_model_shape
 from llmpt.overrides import deep_merge
+from llmpt.planner.devices import Device, detect_device, resolve_device
+from llmpt.planner.estimate import Estimate, Layout, plan_estimate
 from llmpt.strategies.expand import Expansion, expand
 from llmpt.strategies.grammar import parse_name
 from llmpt.strategies.presets import build_strategy, preset_is_shipped, resolve_strategy
@@ -37,6 +39,7 @@ class Plan:
     expansion: Expansion
     launch_command: list[str]
     notes: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         e = self.expansion
@@ -70,6 +73,7 @@ class Plan:
             "model_args": e.model_args,
             "launch_command": self.launch_command,
             "notes": self.notes,
+            "estimate": None if self.estimate is None else self.estimate.to_dict(),
         }
 
 
@@ -142,6 +146,9 @@ def make_plan(
     device: str = "gpu",
     strategy_overrides: dict[str, Any] | None = None,
     overrides_source: str = "--set",
+    device_type: str | None = None,
+    assume_device: str | None = None,
+    from_scratch: bool = True,
 ) -> Plan:
     """Resolve and check everything `llmpt train` would launch; raise LlmptError on the first problem."""
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
@@ -182,6 +189,11 @@ def make_plan(
         notes.append(f"dp{expansion.degrees.dp} derived from the world size {topo.world_size}")
     out = output_dir or default_output_dir(spec, strategy)
     cmd = build_launch_command(topo, out / "run.yaml", out / "logs")
+    est = None
+    card = _card(device, device_type, assume_device, notes)
+    if device == "cpu" or card is not None:
+        layout = Layout(spec, strategy, expansion.degrees, seq_len, topo.nproc_per_node, from_scratch)
+        est = plan_estimate(layout, card)
     return Plan(
         model=spec,
         seq_len=seq_len,
@@ -190,4 +202,49 @@ def make_plan(
         expansion=expansion,
         launch_command=cmd,
         notes=notes,
+        estimate=est,
     )
+
+
+def knob_hint(est: Estimate) -> str:
+    """'first knob: recompute full -> --strategy tp2sd4_stage2_rc (32927 MB)' or why there is none."""
+    k = est.knob
+    if k is None:
+        return (
+            "no single or paired change of recompute, sharding stage, tp or micro batch fits: "
+            "add pipeline stages or devices, or use a larger card"
+        )
+    flags = " ".join([f"--strategy {k['strategy']}", *(f"--set {x}" for x in k["set"])])
+    speed = "" if k["tokens_per_card_per_sec"] is None else f", ~{k['tokens_per_card_per_sec']:.0f} tokens/card/s"
+    return f"first knob: {k['change']} -> {flags} ({k['memory_mb_per_card']:.0f} MB{speed})"
+
+
+def check_fits(plan: Plan, force: bool) -> None:
+    """`llmpt train` refuses a run the planner says runs out of memory, unless --force."""
+    est = plan.estimate
+    if est is None or est.fits is not False or force:
+        return
+    where = est.device.name if est.device else f"this machine's RAM shared by {plan.topology.nproc_per_node} ranks"
+    raise LlmptError(
+        f"{plan.model.id} with {plan.strategy.name} does not fit: predicted {est.memory_mb_per_card:.0f} MB per "
+        f"card > {est.capacity_mb:.0f} MB usable on {where} (llmpt plan shows the breakdown)",
+        knob_hint(est) + "; or --force to launch anyway",
+    )
+
+
+def _card(device: str, device_type: str | None, assume: str | None, notes: list[str]) -> Device | None:
+    """The accelerator to estimate for: --device-type, else the local GPU, else `assume` (said in a note)."""
+    if device == "cpu":
+        if device_type:
+            raise LlmptError(f"--device-type {device_type} with --device cpu: CPU ranks have no accelerator")
+        return None
+    if device_type:
+        return resolve_device(device_type)
+    found = detect_device()
+    if found is not None:
+        return found
+    if assume:
+        notes.append(f"estimate for {assume} (no --device-type given and no GPU detected here)")
+        return resolve_device(assume)
+    notes.append("no memory check: no --device-type given and no GPU detected here")
+    return None

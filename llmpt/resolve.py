@@ -14,7 +14,8 @@ from llmpt import __version__
 from llmpt.errors import ConfigError, LlmptError, describe_validation_error
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config
 from llmpt.overrides import deep_merge, parse_set
-from llmpt.planning import Plan, make_plan
+from llmpt.planner.estimate import Layout, plan_estimate
+from llmpt.planning import Plan, check_fits, make_plan
 from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
 from llmpt.strategies.presets import read_yaml
 
@@ -54,6 +55,8 @@ class TrainRequest:
     config_file: str | None = None
     set_items: list[str] = field(default_factory=list)
     allow_partial: bool = False
+    device_type: str | None = None
+    force: bool = False
 
 
 def default_device() -> str:
@@ -161,6 +164,8 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         device=device,
         strategy_overrides=deep_merge(DEMO_STRATEGY, layers.get("strategy", {})) if demo else layers.get("strategy"),
         overrides_source=source,
+        device_type=req.device_type,
+        from_scratch=req.init_from is None,
     )
     train_layer = deep_merge({"max_steps": DEMO["max_steps"], **DEMO_TRAIN} if demo else {}, layers.get("train", {}))
     try:
@@ -194,6 +199,15 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         # run_pretrain.py: from scratch, the vocabulary grows to the tokenizer's, rounded up to 128
         model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(tok_vocab))
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
+    if plan.estimate is not None and model_cfg.get("vocab_size") not in (None, spec.vocab_size):
+        # the tokenizer grew the vocabulary: estimate the model that will really be built
+        sized = spec.model_copy(update={"vocab_size": model_cfg["vocab_size"]})
+        topo = plan.topology
+        layout = Layout(
+            sized, plan.strategy, plan.expansion.degrees, plan.seq_len, topo.nproc_per_node, req.init_from is None
+        )
+        plan.estimate = plan_estimate(layout, plan.estimate.device)
+    check_fits(plan, req.force)
 
     output_dir = str(out or Path(plan.launch_command[-1]).parent)
     training_args = {
@@ -239,5 +253,6 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         data=DataSection(prefixes=prefixes, seq_len=plan.seq_len, tokenizer_dir=tokenizer_dir, manifests=manifests),
         train=train,
         notes=plan.notes,
+        estimate=None if plan.estimate is None else plan.estimate.to_dict(),
     )
     return cfg, plan

@@ -71,6 +71,7 @@ class RunConfig(_Section):
     data: DataSection
     train: TrainSettings
     notes: list[str] = Field(default_factory=list)
+    estimate: dict[str, Any] | None = Field(None, description="The planner's estimate (llmpt plan --json 'estimate').")
 
 
 def write_run_yaml(cfg: RunConfig, path: Path) -> RunConfig:

@@ -7,8 +7,13 @@ import yaml
 from rich.panel import Panel
 
 from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.errors import ConfigError
 from llmpt.launch.command import format_command
-from llmpt.planning import make_plan
+from llmpt.overrides import parse_set
+from llmpt.planner.devices import all_devices
+from llmpt.planning import knob_hint, make_plan
+
+ASSUMED_DEVICE = "A100-80G"  # the seed table's card
 
 
 @handles_errors
@@ -23,9 +28,26 @@ def plan(
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Allow capabilities the matrix marks partial (🚧), with a warning."
     ),
+    device_type: str = typer.Option(
+        None,
+        "--device-type",
+        help=f"GPU model for the estimate: {', '.join(d.name for d in all_devices())} "
+        f"(default: detected, else {ASSUMED_DEVICE}).",
+    ),
+    device: str = typer.Option("gpu", "--device", help="gpu, or cpu (ranks share this machine's RAM)."),
+    set_: list[str] = typer.Option(
+        None, "--set", help="Strategy override: --set strategy.batch.micro_batch_size=1 (repeatable)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Resolve and check a run: strategy, fleet hybrid config, PaddleNLP arguments, launch command."""
+    """Resolve and check a run: strategy, fleet config, PaddleNLP arguments, per-card memory and throughput."""
+    overrides = parse_set(list(set_ or []))
+    unknown = sorted(set(overrides) - {"strategy"})
+    if unknown:
+        raise ConfigError(
+            f"--set {unknown[0]}.…: llmpt plan takes strategy.* overrides only",
+            "e.g. --set strategy.recompute.granularity=full (train.* settings belong to llmpt train)",
+        )
     p = make_plan(
         model,
         strategy,
@@ -35,6 +57,10 @@ def plan(
         node_rank=node_rank,
         seq_len=seq_len,
         allow_partial=allow_partial,
+        device=device,
+        strategy_overrides=overrides.get("strategy"),
+        device_type=device_type,
+        assume_device=ASSUMED_DEVICE,
     )
     d = p.to_dict()
     if json_out:
@@ -62,4 +88,34 @@ def plan(
         console.print(Panel(yaml.safe_dump(d[key], sort_keys=False).rstrip(), title=title, title_align="left"))
     console.print(Panel(format_command(p.launch_command), title="launch command", title_align="left"))
     for n in p.notes:
+        console.print(f"[dim]note:[/] {n}", highlight=False)
+    if p.estimate is not None:
+        print_estimate(p.estimate)
+
+
+def print_estimate(est) -> None:
+    from rich import box
+    from rich.table import Table
+
+    where = est.device.name if est.device else "cpu rank"
+    table = Table(title=f"per-card estimate ({where})", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("memory", no_wrap=True)
+    table.add_column("MB", justify="right")
+    for k, v in est.memory_mb.items():
+        table.add_row(k.replace("_", " "), f"{v:,.0f}")
+    table.add_row("[bold]total[/]", f"[bold]{est.memory_mb_per_card:,.0f}[/]")
+    if est.capacity_mb is not None:
+        table.add_row("usable on the card" if est.device else "RAM per rank", f"{est.capacity_mb:,.0f}")
+    console.print(table)
+    if est.tokens_per_card_per_sec is not None:
+        console.print(
+            f"throughput: ~{est.tokens_per_card_per_sec:,.0f} tokens/card/s, MFU {est.mfu:.1%} "
+            f"({est.model_flops_per_token / 1e9:.1f} GFLOPs/token, step {est.step_time_s:.2f} s)",
+            highlight=False,
+        )
+    if est.fits is True:
+        console.print("[green]fits[/]", highlight=False)
+    elif est.fits is False:
+        console.print(f"[red]does not fit[/]: {knob_hint(est)}", highlight=False, soft_wrap=True)
+    for n in est.notes:
         console.print(f"[dim]note:[/] {n}", highlight=False)

@@ -33,6 +33,10 @@ def train(
     config: str = typer.Option(None, "--config", help="YAML with train/strategy/data/seq_len sections."),
     set_: list[str] = typer.Option(None, "--set", help="Override: --set train.learning_rate=1e-3 (repeatable)."),
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Allow partially supported capabilities."),
+    device_type: str = typer.Option(
+        None, "--device-type", help="GPU model for the memory check (default: detected with nvidia-smi)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Launch even if the planner predicts it does not fit."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and run.yaml; start nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary (or dry run) as JSON."),
 ) -> None:
@@ -60,6 +64,8 @@ def train(
         config_file=config,
         set_items=list(set_ or []),
         allow_partial=allow_partial,
+        device_type=device_type,
+        force=force,
     )
     cfg, plan = resolve_run(req)
     if dry_run:

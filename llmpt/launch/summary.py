@@ -70,12 +70,32 @@ def summarize(cfg: RunConfig) -> dict[str, Any]:
         "throughput_window": [lo, hi],
         "mean_step_seconds": mean_step,
         "tokens_per_card_per_sec": per_card,
-        "mfu": None,  # needs the device's peak FLOPs: GPU runs only (see llmpt plan)
+        "mfu": mfu(cfg, per_card),
+        "predicted": _predicted(cfg),
         "peak_memory_mb": max(peaks) if peaks else None,
         "peak_memory_kind": "paddle max_memory_allocated" if cfg.device == "gpu" else "peak RSS of the ranks",
         "losses": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
     }
+
+
+def mfu(cfg: RunConfig, tokens_per_card_per_sec: float) -> float | None:
+    """Model FLOPs utilisation of a GPU run against the planner's device peak; None on CPU or unknown cards."""
+    est = cfg.estimate or {}
+    if cfg.device != "gpu" or est.get("device") in (None, "cpu") or tokens_per_card_per_sec != tokens_per_card_per_sec:
+        return None
+    from llmpt.planner.devices import resolve_device
+
+    peak = resolve_device(est["device"]).peak_tflops.get(cfg.strategy.precision.dtype)
+    return None if peak is None else tokens_per_card_per_sec * est["model_flops_per_token"] / (peak * 1e12)
+
+
+def _predicted(cfg: RunConfig) -> dict[str, Any] | None:
+    """What llmpt plan predicted for this run, beside what it measured."""
+    est = cfg.estimate
+    if not est:
+        return None
+    return {k: est[k] for k in ("device", "memory_mb_per_card", "memory_mb", "tokens_per_card_per_sec")}
 
 
 def sparkline(values: list[float], width: int = 60) -> str:

@@ -117,6 +117,41 @@ class MetricsCallback(TrainerCallback):
             self.vdl.close()
 
 
+def _tensor_bytes(tensors) -> int:
+    return sum(int(t.size) * t.element_size() for t in tensors if t is not None and t._is_initialized())
+
+
+def _base_optimizer(opt):
+    """The optimizer that owns the states, under fleet's and sharding's wrappers."""
+    while not hasattr(opt, "_accumulators") and hasattr(opt, "_inner_opt"):
+        opt = opt._inner_opt
+    return opt
+
+
+class MemoryProbe(TrainerCallback):
+    """What this rank really holds, by the planner's components: parameter, gradient and optimizer-state bytes
+    (counted tensor by tensor at the first optimizer step) and, on CPU, Paddle's peak of allocated host memory."""
+
+    def __init__(self) -> None:
+        self.report: dict[str, float] = {}
+
+    def on_optimizer_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self.report or model is None:
+            return
+        params = [p for p in model.parameters()]
+        grads = [getattr(p, "main_grad", None) or p.grad for p in params]
+        self.report = {"weights": _tensor_bytes(params), "gradients": _tensor_bytes(grads)}
+
+    def on_train_end(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is None:
+            return
+        opt = _base_optimizer(optimizer)
+        accs = getattr(opt, "_accumulators", {})
+        moments = [t for name, per in accs.items() if name.startswith("moment") for t in per.values()]
+        self.report["optimizer_moments"] = _tensor_bytes(moments)
+        self.report["master_weights"] = _tensor_bytes(getattr(opt, "_master_weights", {}).values())
+
+
 def _collate(samples):
     tokens = paddle.to_tensor([s["text"] for s in samples], dtype="int64")
     return {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
@@ -164,6 +199,13 @@ def _peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _allocated_peak_mb(device: str) -> float:
+    """Paddle's own peak of allocated tensor memory: max_memory_allocated on GPU, the host allocator's on CPU."""
+    if device == "gpu":
+        return paddle.device.cuda.max_memory_allocated() / 2**20
+    return paddle.base.core.host_memory_stat_peak_value("Allocated", 0) / 2**20
+
+
 def main(run_yaml: str) -> None:
     cfg = load_run_yaml(Path(run_yaml))
     if cfg.device == "cpu":
@@ -201,6 +243,7 @@ def main(run_yaml: str) -> None:
         model.no_sync = contextlib.nullcontext
 
     train_ds, valid_ds = _datasets(cfg, args)
+    probe = MemoryProbe()
     trainer = PretrainTrainer(
         model=model,
         args=args,
@@ -214,7 +257,8 @@ def main(run_yaml: str) -> None:
                 Path(cfg.output_dir) / "metrics.jsonl",
                 cfg.train.stop_at_step,
                 Path(cfg.output_dir) / "vdl" if cfg.train.report_to == "visualdl" else None,
-            )
+            ),
+            probe,
         ],
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -225,7 +269,15 @@ def main(run_yaml: str) -> None:
     ranks_dir = Path(cfg.output_dir) / "ranks"
     ranks_dir.mkdir(parents=True, exist_ok=True)
     (ranks_dir / f"rank{rank}.json").write_text(
-        json.dumps({"rank": rank, "device": args.device, "peak_memory_mb": _peak_memory_mb(args.device)})
+        json.dumps(
+            {
+                "rank": rank,
+                "device": args.device,
+                "peak_memory_mb": _peak_memory_mb(args.device),
+                "allocated_peak_mb": _allocated_peak_mb(args.device),
+                "tensor_bytes": probe.report,
+            }
+        )
     )
 
 

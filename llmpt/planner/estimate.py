@@ -1,0 +1,472 @@
+"""Per-card memory and throughput of a run, from the model's shapes, the strategy and the device (no paddle).
+
+Memory, per card of the busiest pipeline stage:
+- weights, gradients, fp32 master weights, Adam moments: counted from the exact parameter layout (shapes.py),
+  divided by tp/pp, and by the sharding degree as Paddle's sharding stages divide them (stage 1: optimizer state;
+  stage 2: + gradients; stage 3: + weights, plus the gathered layers in flight).
+- activations: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"), term by
+  term for each family's layer (gated or plain MLP, GQA widths, dropout masks), with tp, sequence parallel,
+  selective/full recompute, flash attention (no s x s scores) and ALiBi's materialised bias; times the micro
+  batches a 1F1B pipeline keeps in flight.
+- logits and loss buffers of the last stage; a runtime term for what the framework allocates beyond these tensors.
+Throughput: hardware FLOPs per token (6N + the attention term, plus the recomputed forward) over peak x expected
+utilisation, plus what the strategy cannot hide: tensor-parallel all-reduces, the pipeline bubble and sharding/
+data-parallel traffic. MFU counts model FLOPs only (no recompute), as the seed's table and Megatron do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from llmpt.models.registry import ModelSpec
+from llmpt.planner.devices import Device
+from llmpt.planner.shapes import ParamGroups, dims, forward_flops_per_token, param_groups
+from llmpt.strategies.schema import Strategy
+from llmpt.strategies.validate import Degrees
+
+MiB = 2**20
+# Calibrated on the seed's 8xA100 table (bench/plan_vs_seed.py): what Paddle allocates beyond the tensors counted
+# here (workspaces, communication and clip-grad temporaries, the causal mask), per GPU.
+RUNTIME_MB_GPU = 10600.0
+# The seed's note: physical use is 2-3 GB above max_memory_allocated (allocator cache, CUDA context).
+RESERVE_MB_GPU = 3072.0
+INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
+LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth
+GEMM_HALF_TOKENS = 128  # tokens per micro batch at which matmuls run at half their large-batch efficiency
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The inputs of one estimate: what the planner varies when it looks for a knob."""
+
+    spec: ModelSpec
+    strategy: Strategy
+    degrees: Degrees
+    seq_len: int
+    nproc_per_node: int
+    from_scratch: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class Estimate:
+    device: Device | None  # None: CPU ranks
+    memory_mb: dict[str, float]
+    capacity_mb: float | None
+    fits: bool | None
+    params_total: int
+    params_per_card: int
+    model_flops_per_token: float
+    hardware_flops_per_token: float
+    step_time_s: float | None
+    tokens_per_card_per_sec: float | None
+    mfu: float | None
+    hfu: float | None
+    notes: list[str] = field(default_factory=list)
+    knob: dict[str, Any] | None = None
+
+    @property
+    def memory_mb_per_card(self) -> float:
+        return sum(self.memory_mb.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device.name if self.device else "cpu",
+            "device_calibrated": self.device.calibrated if self.device else None,
+            "memory_mb_per_card": round(self.memory_mb_per_card, 1),
+            "memory_mb": {k: round(v, 1) for k, v in self.memory_mb.items()},
+            "capacity_mb": None if self.capacity_mb is None else round(self.capacity_mb, 1),
+            "fits": self.fits,
+            "params_total": self.params_total,
+            "params_per_card": self.params_per_card,
+            "model_flops_per_token": self.model_flops_per_token,
+            "hardware_flops_per_token": self.hardware_flops_per_token,
+            "step_time_s": None if self.step_time_s is None else round(self.step_time_s, 4),
+            "tokens_per_card_per_sec": (
+                None if self.tokens_per_card_per_sec is None else round(self.tokens_per_card_per_sec, 2)
+            ),
+            "mfu": None if self.mfu is None else round(self.mfu, 4),
+            "hfu": None if self.hfu is None else round(self.hfu, 4),
+            "first_knob": self.knob,
+            "notes": self.notes,
+        }
+
+
+def _bytes(dtype: str) -> int:
+    return 4 if dtype == "fp32" else 2
+
+
+def stage_params(g: ParamGroups, tp: int, pp: int) -> tuple[int, int]:
+    """Parameters held by one card of the first and of the last pipeline stage."""
+    per_layer = g.layer_matmul // tp + g.layer_other
+    layers = math.ceil(g.layers / pp)
+    embed = g.embed // tp + g.positions
+    head = g.head // tp + g.final
+    if pp == 1:
+        return embed + layers * per_layer + head, embed + layers * per_layer + head
+    tied_copy = g.embed // tp if g.head == 0 else 0  # PaddleNLP's pipe models share the embedding with the last stage
+    return embed + layers * per_layer, layers * per_layer + head + tied_copy
+
+
+def _state_bytes(n: int, layer_params: int, lay: Layout) -> dict[str, float]:
+    """Weights, gradients, master weights and moments of n parameters on one card."""
+    s, p = lay.strategy, lay.strategy.parallel
+    sd = lay.degrees.sharding
+    stage = p.stage if sd > 1 else 0
+    amp = s.precision.dtype != "fp32"
+    o2 = amp and s.precision.amp_level == "O2"
+    w_bytes = 2 if o2 else 4
+    g_bytes = 4 if (not o2 or s.precision.master_grad) else 2
+    weights = n * w_bytes
+    if stage == 3:  # sharded weights, plus the current and the prefetched layer gathered in full
+        weights = n * w_bytes / sd + 2 * layer_params * w_bytes
+    grads = n * g_bytes / (sd if stage >= 2 else 1)
+    master = n * 4 / (sd if stage >= 1 else 1) if o2 else 0.0
+    moments = n * 8 / (sd if stage >= 1 else 1)
+    if p.offload:
+        master, moments = 0.0, 0.0
+    return {"weights": weights, "gradients": grads, "master_weights": master, "optimizer_moments": moments}
+
+
+def layer_activation_bytes(lay: Layout, tokens: int) -> tuple[float, float]:
+    """(bytes a layer keeps for backward, bytes of its input alone) for `tokens` tokens on one card."""
+    s = lay.strategy
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    t = lay.degrees.tp
+    b = _bytes(s.precision.dtype)
+    sp = t if (s.parallel.sequence_parallel and t > 1) else 1
+    h, f = d.hidden, d.ffn
+    flash = s.kernels.flash_attention
+    mask = 1 if lay.dropout > 0 else 0
+    heads = d.heads / t
+    seq = lay.seq_len
+    # replicated (or sequence-parallel) tensors: two norm inputs, the attention and MLP matmul inputs, dropout masks
+    block_in = h * b / sp
+    attn_in = h * b / sp
+    mlp_in = h * b / sp
+    masks = 2 * h * mask / sp
+    qkv = (d.q_dim + 2 * d.kv_dim) * b / t
+    context = d.q_dim * b / t
+    mlp = (4 if d.gated else 2) * f * b / t
+    if flash:  # kernel keeps q, k, v, the output and a float32 log-sum-exp row per head
+        core = heads * 4 + (heads * seq * b if d.alibi else 0)  # ALiBi: the added bias goes in as a dense mask
+    else:  # softmax output (+ dropout mask and output); the scores themselves are not kept
+        core = heads * seq * (b + mask * (b + 1))
+    g = s.recompute.granularity
+    attention = attn_in + qkv + context + core
+    full = 2 * block_in + attention + mlp_in + mlp + masks
+    if g == "core_attn":
+        full -= core
+    elif g == "full_attn":
+        full -= attention
+    elif g == "full":
+        full = block_in
+    return full * tokens, block_in * tokens
+
+
+def activation_bytes(lay: Layout) -> tuple[float, float]:
+    """Activations of the first and the last pipeline stage's card."""
+    s, deg = lay.strategy, lay.degrees
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    tokens = s.batch.micro_batch_size * lay.seq_len / (deg.sep * deg.cp)
+    kept, _ = layer_activation_bytes(lay, tokens)
+    layers = math.ceil(d.layers / deg.pp)
+    in_flight = 1.0
+    if deg.pp > 1:  # 1F1B: stage 0 holds pp micro batches; interleaving adds (pp-1)/(pp*v) more
+        in_flight = min(deg.pp, s.batch.grad_accum)
+        if s.parallel.virtual_pp > 1:
+            in_flight *= 1 + (deg.pp - 1) / (deg.pp * s.parallel.virtual_pp)
+    first = layers * kept * in_flight
+    if s.recompute.granularity == "full":  # the layer being recomputed holds everything once
+        first += layer_activation_bytes(replace(lay, strategy=_no_recompute(s)), tokens)[0]
+    last = first / in_flight if deg.pp > 1 else first
+    b = _bytes(s.precision.dtype)
+    if d.alibi:  # the model-level ALiBi bias [b, heads/tp, s, s], built once per forward
+        bias = s.batch.micro_batch_size * d.heads / deg.tp * lay.seq_len**2 * b
+        first, last = first + bias, last + bias
+    return first, last
+
+
+def _no_recompute(s: Strategy) -> Strategy:
+    return s.model_copy(update={"recompute": s.recompute.model_copy(update={"granularity": "off"})})
+
+
+def logits_bytes(lay: Layout) -> float:
+    """The last stage's logits and cross-entropy buffers for one micro batch: logits in the compute dtype, their
+    float32 copy, the saved softmax and the float32 gradient (vocabulary-parallel under tp)."""
+    s, deg = lay.strategy, lay.degrees
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    tokens = s.batch.micro_batch_size * lay.seq_len / (deg.sep * deg.cp)
+    per = (_bytes(s.precision.dtype) + 12) if s.precision.dtype != "fp32" else 12
+    return tokens * d.vocab / deg.tp * per + 2 * tokens * d.hidden * _bytes(s.precision.dtype)
+
+
+def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
+    """Per-card memory (MiB) of the busier pipeline stage, by component; and that card's parameter count."""
+    g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
+    deg = lay.degrees
+    first_n, last_n = stage_params(g, deg.tp, deg.pp)
+    layer_params = g.layer_matmul // deg.tp + g.layer_other
+    act_first, act_last = activation_bytes(lay)
+    first = _state_bytes(first_n, layer_params, lay) | {"activations": act_first, "logits_and_loss": 0.0}
+    last = _state_bytes(last_n, layer_params, lay) | {"activations": act_last, "logits_and_loss": logits_bytes(lay)}
+    if deg.pp == 1:
+        first["logits_and_loss"] = last["logits_and_loss"]
+        last = first
+    busiest, n = (first, first_n) if sum(first.values()) >= sum(last.values()) else (last, last_n)
+    out = {k: v / MiB for k, v in busiest.items()}
+    out["runtime"] = runtime_mb
+    return out, n
+
+
+def flops_per_token(lay: Layout) -> tuple[float, float]:
+    """(model FLOPs, hardware FLOPs) per trained token: 3 x forward, plus the forward recompute repeats."""
+    matmul, attention = forward_flops_per_token(lay.spec, lay.seq_len, lay.from_scratch)
+    model = 3 * (matmul + attention)
+    g = lay.strategy.recompute.granularity
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    attn_matmul = 2.0 * d.layers * (d.hidden * (d.q_dim + 2 * d.kv_dim) + d.q_dim * d.hidden)
+    extra = {"off": 0.0, "core_attn": attention, "full_attn": attention + attn_matmul, "full": matmul + attention}[g]
+    return model, model + extra
+
+
+def _group_bandwidth(lay: Layout, device: Device, degree: int, stride: int) -> float:
+    """Bytes/s of a collective over `degree` ranks `stride` apart: the node's links, or the fabric across nodes."""
+    within = degree * stride <= lay.nproc_per_node
+    return (device.link_gbs if within else INTER_NODE_GBS) * 1e9 * LINK_EFFICIENCY
+
+
+def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int) -> tuple[float, float]:
+    """(seconds per optimizer step on one card, hardware FLOPs utilisation of that time)."""
+    s, deg = lay.strategy, lay.degrees
+    dtype = s.precision.dtype
+    peak = device.peak_tflops[dtype] * 1e12
+    mp = deg.tp * deg.pp * deg.sep * deg.cp
+    tokens_mb = s.batch.micro_batch_size * lay.seq_len
+    tokens_step = tokens_mb * s.batch.grad_accum  # per data-parallel replica
+    _, hw = flops_per_token(lay)
+    efficiency = device.expected_hfu * tokens_mb / (tokens_mb + GEMM_HALF_TOKENS)
+    compute = tokens_step * hw / mp / (peak * efficiency)
+    bubble = 0.0
+    if deg.pp > 1:
+        bubble = compute * (deg.pp - 1) / (s.parallel.virtual_pp * s.batch.grad_accum)
+    comm = 0.0
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    b = _bytes(dtype)
+    if deg.tp > 1:  # 2 all-reduces forward, 2 backward per layer (+2 more when the forward is recomputed)
+        per_layer = {"off": 4, "core_attn": 4, "full_attn": 5, "full": 6}[s.recompute.granularity]
+        volume = tokens_mb / (deg.sep * deg.cp) * d.hidden * b * 2 * (deg.tp - 1) / deg.tp
+        layers = math.ceil(d.layers / deg.pp)
+        comm += s.batch.grad_accum * layers * per_layer * volume / _group_bandwidth(lay, device, deg.tp, 1)
+    w_bytes = state["weights"] * MiB
+    g_full = n_card * (4 if (dtype == "fp32" or s.precision.master_grad) else 2)
+    if deg.sharding > 1:
+        share = (deg.sharding - 1) / deg.sharding
+        bw = _group_bandwidth(lay, device, deg.sharding, deg.tp * deg.sep)
+        if s.parallel.stage == 3:  # gather the weights forward and backward, reduce-scatter grads, per micro batch
+            full_w = n_card * (2 if dtype != "fp32" else 4)
+            comm += s.batch.grad_accum * share * (2 * full_w + g_full) / bw
+        else:  # reduce(-scatter) the gradients, then broadcast the updated weights, once per step
+            comm += share * (g_full + w_bytes) / bw
+    if deg.dp > 1:
+        bw = _group_bandwidth(lay, device, deg.dp, deg.tp * deg.sep * deg.sharding * deg.pp)
+        comm += 2 * (deg.dp - 1) / deg.dp * g_full / deg.sharding / bw
+    total = compute + bubble + comm
+    return total, tokens_step * hw / mp / total / peak
+
+
+def estimate(lay: Layout, device: Device | None) -> Estimate:
+    """One estimate; device None means CPU ranks (memory only: no throughput model for CPUs)."""
+    runtime = RUNTIME_MB_GPU if device is not None else 0.0
+    mem, n_card = memory(lay, runtime)
+    model_f, hw_f = flops_per_token(lay)
+    g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
+    est = Estimate(
+        device=device,
+        memory_mb=mem,
+        capacity_mb=None,
+        fits=None,
+        params_total=g.total,
+        params_per_card=n_card,
+        model_flops_per_token=model_f,
+        hardware_flops_per_token=hw_f,
+        step_time_s=None,
+        tokens_per_card_per_sec=None,
+        mfu=None,
+        hfu=None,
+    )
+    if device is None:
+        return est
+    dtype = lay.strategy.precision.dtype
+    if dtype not in device.peak_tflops:
+        est.notes.append(f"{device.name} has no {dtype} tensor cores: throughput not estimated")
+    else:
+        t, hfu = step_time(lay, device, mem, n_card)
+        s = lay.strategy
+        tokens_card = (
+            s.batch.micro_batch_size
+            * lay.seq_len
+            * s.batch.grad_accum
+            / (lay.degrees.tp * lay.degrees.pp * lay.degrees.sep * lay.degrees.cp)
+        )
+        est.step_time_s = t
+        est.tokens_per_card_per_sec = tokens_card / t
+        est.hfu = hfu
+        est.mfu = est.tokens_per_card_per_sec * model_f / (device.peak_tflops[dtype] * 1e12)
+    est.capacity_mb = device.memory_mb - RESERVE_MB_GPU
+    est.fits = est.memory_mb_per_card <= est.capacity_mb
+    if not device.calibrated:
+        est.notes.append(f"{device.name}: expected utilisation {device.expected_hfu:.0%} is an assumption")
+    return est
+
+
+RECOMPUTE_ORDER = ("off", "core_attn", "full_attn", "full")
+
+
+def _renamed(s: Strategy, degrees: Degrees, **parallel) -> Strategy:
+    """`s` with new parallel fields / recompute granularity, under its canonical name."""
+    from llmpt.strategies.grammar import NameParts, format_name
+
+    granularity = parallel.pop("granularity", s.recompute.granularity)
+    p = s.parallel.model_copy(update=parallel)
+    parts = NameParts(
+        dp=p.dp,
+        tp=p.tp,
+        pp=p.pp,
+        sep=p.sep,
+        cp=p.cp,
+        sd=p.sharding,
+        stage=p.stage if p.sharding > 1 else 1,
+        offload=p.offload,
+        virtual_pp=p.virtual_pp,
+        sequence_parallel=p.sequence_parallel,
+        recompute=granularity,
+    )
+    return s.model_copy(
+        update={
+            "name": format_name(parts),
+            "parallel": p,
+            "recompute": s.recompute.model_copy(update={"granularity": granularity}),
+        }
+    )
+
+
+def candidate_changes(lay: Layout) -> list[tuple[str, Layout, list[str]]]:
+    """One-step changes among recompute, sharding stage, tensor parallel and micro batch: (what, layout, --set)."""
+    s, deg, p = lay.strategy, lay.degrees, lay.strategy.parallel
+    out: list[tuple[str, Layout, list[str]]] = []
+    now = RECOMPUTE_ORDER.index(s.recompute.granularity)
+    for g in RECOMPUTE_ORDER[now + 1 :]:
+        if g == "core_attn" and s.kernels.flash_attention:
+            continue  # flash attention keeps no scores: selective recompute of the core saves nothing
+        out.append((f"recompute {g}", replace(lay, strategy=_renamed(s, deg, granularity=g)), []))
+    if deg.sharding > 1 and p.stage < 3 and not (deg.tp > 1 and p.stage == 2):  # PaddleNLP refuses tp + stage 3
+        out.append((f"sharding stage {p.stage + 1}", replace(lay, strategy=_renamed(s, deg, stage=p.stage + 1)), []))
+    if deg.sharding == 1 and deg.dp > 1:  # turn data parallel into sharding stage 2 over the same ranks
+        new = replace(deg, dp=1, sharding=deg.dp)
+        st = _renamed(s, new, dp=None if p.dp is None else 1, sharding=deg.dp, stage=2)
+        out.append((f"sharding stage 2 over the dp{deg.dp} ranks", replace(lay, strategy=st, degrees=new), []))
+    tp2 = deg.tp * 2
+    spec = lay.spec
+    if tp2 <= lay.nproc_per_node and spec.num_attention_heads % tp2 == 0 and spec.num_key_value_heads % tp2 == 0:
+        if deg.sharding % 2 == 0:
+            new = replace(deg, tp=tp2, sharding=deg.sharding // 2)
+            st = _renamed(s, new, tp=tp2, sharding=new.sharding, stage=p.stage if new.sharding > 1 else 1)
+        elif deg.dp % 2 == 0:
+            new = replace(deg, tp=tp2, dp=deg.dp // 2)
+            st = _renamed(s, new, tp=tp2, dp=None if p.dp is None else new.dp)
+        else:
+            new = None
+        if new is not None:
+            out.append((f"tensor parallel tp{tp2}", replace(lay, strategy=st, degrees=new), []))
+    if s.batch.micro_batch_size > 1:
+        mbs, acc = s.batch.micro_batch_size // 2, s.batch.grad_accum * 2
+        st = s.model_copy(update={"batch": s.batch.model_copy(update={"micro_batch_size": mbs, "grad_accum": acc})})
+        sets = [f"strategy.batch.micro_batch_size={mbs}", f"strategy.batch.grad_accum={acc}"]
+        out.append((f"micro batch {mbs} x accumulation {acc}", replace(lay, strategy=st), sets))
+    return out
+
+
+def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> dict[str, Any] | None:
+    """The smallest change that fits: of the one-step changes (then pairs) that fit, the fastest (CPU: smallest)."""
+
+    def score(e: Estimate) -> tuple[float, float]:
+        return (e.tokens_per_card_per_sec or 0.0, -e.memory_mb_per_card)
+
+    def fits(e: Estimate) -> bool:
+        return e.memory_mb_per_card <= capacity_mb
+
+    level = [([what], cand, sets) for what, cand, sets in candidate_changes(lay) if _allowed(cand)]
+    for depth in (1, 2):
+        scored = [(_with_runtime(estimate(c, device)), whats, c, sets) for whats, c, sets in level]
+        ok = [x for x in scored if fits(x[0])]
+        if ok:
+            e, whats, c, sets = max(ok, key=lambda x: score(x[0]))
+            return {
+                "change": " + ".join(whats),
+                "strategy": c.strategy.name,
+                "set": sets,
+                "memory_mb_per_card": round(e.memory_mb_per_card, 1),
+                "tokens_per_card_per_sec": (
+                    None if e.tokens_per_card_per_sec is None else round(e.tokens_per_card_per_sec, 2)
+                ),
+            }
+        if depth == 1:
+            level = [
+                (whats + [w2], c2, sets + s2)
+                for whats, c, sets in level
+                for w2, c2, s2 in candidate_changes(c)
+                if _allowed(c2) and w2.split()[0] != whats[0].split()[0]
+            ]
+    return None
+
+
+def _with_runtime(e: Estimate) -> Estimate:
+    if e.device is None:
+        e.memory_mb["runtime"] = RUNTIME_MB_CPU
+    return e
+
+
+def _allowed(lay: Layout) -> bool:
+    """The matrix and the model's shape accept this layout."""
+    from llmpt.errors import LlmptError
+    from llmpt.models.matrix import check_capabilities
+    from llmpt.models.shape import check_model_shape
+
+    try:
+        check_model_shape(lay.spec, lay.strategy, lay.degrees, lay.seq_len, lay.from_scratch)
+        check_capabilities(lay.spec, lay.strategy, lay.degrees, allow_partial=False)
+    except LlmptError:
+        return False
+    return True
+
+
+RUNTIME_MB_CPU = 700.0  # a CPU rank's Python + Paddle + PaddleNLP before any tensor (measured: the demo's RSS)
+
+
+def host_memory_mb() -> float | None:
+    """Total RAM (MiB) from /proc/meminfo; None where there is none (not Linux)."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def plan_estimate(lay: Layout, device: Device | None) -> Estimate:
+    """The estimate `llmpt plan` shows: memory, throughput, the verdict against the card (CPU: this machine's RAM
+    shared by its ranks) and, when it does not fit, the first knob to turn."""
+    est = estimate(lay, device)
+    if device is None:
+        est.memory_mb["runtime"] = RUNTIME_MB_CPU
+        ram = host_memory_mb()
+        if ram is not None:
+            est.capacity_mb = ram / lay.nproc_per_node
+            est.fits = est.memory_mb_per_card <= est.capacity_mb
+    if est.fits is False:
+        est.knob = first_knob(lay, device, est.capacity_mb)
+    return est

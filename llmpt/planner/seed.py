@@ -1,0 +1,62 @@
+"""The seed's 8xA100 performance table (seed_table.yaml) and the planner's prediction for each row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from llmpt.planner.devices import resolve_device
+from llmpt.planner.estimate import Estimate, Layout, estimate
+
+SEED_TABLE = Path(__file__).with_name("seed_table.yaml")
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    model: str
+    strategy: str
+    micro_batch: int
+    accumulation: int
+    tokens_per_card_per_sec: float
+    memory_mb: float
+    config: str
+    recompute: str = "off"
+
+
+@lru_cache(maxsize=1)
+def seed_table() -> tuple[dict, tuple[SeedRow, ...]]:
+    data = yaml.safe_load(SEED_TABLE.read_text(encoding="utf-8"))
+    rows = tuple(SeedRow(**r) for r in data.pop("rows"))
+    return data, rows
+
+
+def row_layout(row: SeedRow, **changes) -> Layout:
+    """The layout PaddleNLP ran for a row: its strategy with the config file's batch, on the table's machine.
+
+    `changes` override seq_len / micro_batch / accumulation / strategy (for what-if tests)."""
+    from llmpt.planning import make_plan
+
+    meta, _ = seed_table()
+    seq_len = changes.get("seq_len", meta["seq_len"])
+    batch = {
+        "micro_batch_size": changes.get("micro_batch", row.micro_batch),
+        "grad_accum": changes.get("accumulation", row.accumulation),
+    }
+    plan = make_plan(
+        row.model,
+        changes.get("strategy", row.strategy),
+        str(meta["gpus"]),
+        seq_len=seq_len,
+        strategy_overrides={"batch": batch},
+    )
+    if plan.strategy.recompute.granularity != row.recompute and "strategy" not in changes:
+        raise ValueError(f"{row.model}: preset recompute {plan.strategy.recompute.granularity} != {row.recompute}")
+    return Layout(plan.model, plan.strategy, plan.expansion.degrees, seq_len, meta["gpus"], from_scratch=False)
+
+
+def predict(row: SeedRow, **changes) -> Estimate:
+    meta, _ = seed_table()
+    return estimate(row_layout(row, **changes), resolve_device(meta["machine"]))

@@ -1,0 +1,112 @@
+"""Parameter counts and FLOPs of a registry model, laid out the way PaddleNLP builds each family.
+
+The counts are exact for PaddleNLP's classes (tests/integration/test_planner_params.py builds every registry model
+under paddle.LazyGuard and compares). They are split by how tensor parallel treats them: matmul weights and the
+vocabulary-parallel embedding/head divide by tp; norms, biases and position tables are replicated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmpt.models.registry import ModelSpec, paddlenlp_config
+
+# families with LayerNorm + biased 4h-style MLP (GPT-like) versus RMSNorm + gated MLP (LLaMA-like)
+GATED = {"llama", "qwen", "chatglm2"}
+TIED_BY_CLASS = {"gpt", "bloom", "chatglm", "glm"}  # PaddleNLP's causal-LM class reuses the word embedding
+
+
+@dataclass(frozen=True)
+class ParamGroups:
+    """Parameter counts (elements) of one model, by group."""
+
+    embed: int  # vocabulary-parallel word embedding
+    positions: int  # replicated position tables and embedding norms
+    layer_matmul: int  # per decoder layer, divided by tp
+    layer_other: int  # per decoder layer, replicated (norms, biases)
+    final: int  # final norm
+    head: int  # output projection (0 when tied to the embedding)
+    layers: int
+    vocab: int
+
+    @property
+    def total(self) -> int:
+        per_layer = self.layer_matmul + self.layer_other
+        return self.embed + self.positions + self.layers * per_layer + self.final + self.head
+
+
+@dataclass(frozen=True)
+class Dims:
+    hidden: int
+    layers: int
+    heads: int
+    kv_dim: int  # key (= value) projection width
+    q_dim: int  # query / attention output width
+    ffn: int  # width of one FFN projection
+    vocab: int
+    gated: bool
+    alibi: bool
+
+
+def dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
+    vocab = paddlenlp_config(spec, seq_len, from_scratch)["vocab_size"]
+    return Dims(
+        hidden=spec.hidden_size,
+        layers=spec.num_hidden_layers,
+        heads=spec.num_attention_heads,
+        kv_dim=spec.num_key_value_heads * spec.head_dim,
+        q_dim=spec.num_attention_heads * spec.head_dim,
+        ffn=spec.ffn_width,
+        vocab=vocab,
+        gated=spec.family in GATED,
+        alibi=spec.position == "alibi",
+    )
+
+
+def param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> ParamGroups:
+    cfg = paddlenlp_config(spec, seq_len, from_scratch)
+    d = dims(spec, seq_len, from_scratch)
+    h, f, v, q, kv = d.hidden, d.ffn, d.vocab, d.q_dim, d.kv_dim
+    positions = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 0
+    fam = spec.family
+    if fam == "llama":
+        mm, other, final = h * q + 2 * h * kv + q * h + 3 * h * f, 2 * h, h
+        pos = 0
+    elif fam == "qwen":
+        mm, other, final = 3 * h * h + h * h + 3 * h * f, 3 * h + 2 * h, h
+        pos = 0
+    elif fam == "chatglm2":
+        qkv = q + 2 * kv
+        mm, other, final = h * qkv + q * h + 2 * h * f + f * h, qkv + 2 * h, h
+        pos = 0
+    else:  # gpt, opt, bloom, chatglm, glm: biased q/k/v/out and fc1/fc2, two LayerNorms
+        mm, other, final = 4 * h * h + 2 * h * f, 4 * h + f + h + 4 * h, 2 * h
+        pos = {
+            "gpt": positions * h,
+            "opt": (positions + 2) * h,  # OPT's learned positions carry an offset of 2
+            "bloom": 2 * h,  # word_embeddings_layernorm
+            "chatglm": 0,  # 2-D rotary, no table
+            "glm": (2 if cfg.get("block_position_encoding", True) else 1) * (positions + 1) * h,
+        }[fam]
+    tied = fam in TIED_BY_CLASS  # OPT's class keeps its own head matrix whatever the config says
+    return ParamGroups(
+        embed=v * h,
+        positions=pos,
+        layer_matmul=mm,
+        layer_other=other,
+        final=final,
+        head=0 if tied else v * h,
+        layers=d.layers,
+        vocab=v,
+    )
+
+
+def forward_flops_per_token(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> tuple[float, float]:
+    """(matmul FLOPs, attention FLOPs) of one token's forward pass: 2 per weight, 4*s*width per layer for QK^T, AV.
+
+    The attention term counts the full s x s product (the usual convention, as Megatron and PaddleNLP report it)."""
+    g = param_groups(spec, seq_len, from_scratch)
+    d = dims(spec, seq_len, from_scratch)
+    matmul = 2.0 * (g.layers * g.layer_matmul + g.vocab * d.hidden)  # the head multiplies even when tied
+    attention = 4.0 * seq_len * d.q_dim * g.layers
+    return matmul, attention
