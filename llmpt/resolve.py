@@ -167,6 +167,7 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         device_type=req.device_type,
         from_scratch=req.init_from is None,
     )
+    check_fits(plan, req.force)  # before anything is read: a run that cannot fit is refused at once
     train_layer = deep_merge({"max_steps": DEMO["max_steps"], **DEMO_TRAIN} if demo else {}, layers.get("train", {}))
     try:
         train = TrainSettings.model_validate(train_layer)

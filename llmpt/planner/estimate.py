@@ -325,7 +325,7 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
 RECOMPUTE_ORDER = ("off", "core_attn", "full_attn", "full")
 
 
-def _renamed(s: Strategy, degrees: Degrees, **parallel) -> Strategy:
+def renamed(s: Strategy, degrees: Degrees, **parallel) -> Strategy:
     """`s` with new parallel fields / recompute granularity, under its canonical name."""
     from llmpt.strategies.grammar import NameParts, format_name
 
@@ -361,22 +361,22 @@ def candidate_changes(lay: Layout) -> list[tuple[str, Layout, list[str]]]:
     for g in RECOMPUTE_ORDER[now + 1 :]:
         if g == "core_attn" and s.kernels.flash_attention:
             continue  # flash attention keeps no scores: selective recompute of the core saves nothing
-        out.append((f"recompute {g}", replace(lay, strategy=_renamed(s, deg, granularity=g)), []))
+        out.append((f"recompute {g}", replace(lay, strategy=renamed(s, deg, granularity=g)), []))
     if deg.sharding > 1 and p.stage < 3 and not (deg.tp > 1 and p.stage == 2):  # PaddleNLP refuses tp + stage 3
-        out.append((f"sharding stage {p.stage + 1}", replace(lay, strategy=_renamed(s, deg, stage=p.stage + 1)), []))
+        out.append((f"sharding stage {p.stage + 1}", replace(lay, strategy=renamed(s, deg, stage=p.stage + 1)), []))
     if deg.sharding == 1 and deg.dp > 1:  # turn data parallel into sharding stage 2 over the same ranks
         new = replace(deg, dp=1, sharding=deg.dp)
-        st = _renamed(s, new, dp=None if p.dp is None else 1, sharding=deg.dp, stage=2)
+        st = renamed(s, new, dp=None if p.dp is None else 1, sharding=deg.dp, stage=2)
         out.append((f"sharding stage 2 over the dp{deg.dp} ranks", replace(lay, strategy=st, degrees=new), []))
     tp2 = deg.tp * 2
     spec = lay.spec
     if tp2 <= lay.nproc_per_node and spec.num_attention_heads % tp2 == 0 and spec.num_key_value_heads % tp2 == 0:
         if deg.sharding % 2 == 0:
             new = replace(deg, tp=tp2, sharding=deg.sharding // 2)
-            st = _renamed(s, new, tp=tp2, sharding=new.sharding, stage=p.stage if new.sharding > 1 else 1)
+            st = renamed(s, new, tp=tp2, sharding=new.sharding, stage=p.stage if new.sharding > 1 else 1)
         elif deg.dp % 2 == 0:
             new = replace(deg, tp=tp2, dp=deg.dp // 2)
-            st = _renamed(s, new, tp=tp2, dp=None if p.dp is None else new.dp)
+            st = renamed(s, new, tp=tp2, dp=None if p.dp is None else new.dp)
         else:
             new = None
         if new is not None:
