@@ -76,7 +76,7 @@ class Estimate:
             "device": self.device.name if self.device else "cpu",
             "device_calibrated": self.device.calibrated if self.device else None,
             "memory_mb_per_card": round(self.memory_mb_per_card, 1),
-            "memory_mb": {k: round(v, 1) for k, v in self.memory_mb.items()},
+            "memory_mb": {k: round(v, 4) for k, v in self.memory_mb.items()},
             "capacity_mb": None if self.capacity_mb is None else round(self.capacity_mb, 1),
             "fits": self.fits,
             "params_total": self.params_total,

@@ -56,7 +56,8 @@ def dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
         heads=spec.num_attention_heads,
         kv_dim=spec.num_key_value_heads * spec.head_dim,
         q_dim=spec.num_attention_heads * spec.head_dim,
-        ffn=spec.ffn_width,
+        # PaddleNLP's GLMConfig has no FFN width: its MLP is always 4h wide, plain GELU
+        ffn=4 * spec.hidden_size if spec.family == "glm" else spec.ffn_width,
         vocab=vocab,
         gated=spec.family in GATED,
         alibi=spec.position == "alibi",

@@ -59,3 +59,28 @@ def test_tiny_model_forward_gives_finite_loss(model_id):
     value = float(loss)
     # an untrained model predicts near-uniformly over the (padded) vocabulary
     assert np.isfinite(value) and abs(value - np.log(config.vocab_size)) < 1.0, value
+
+
+CAUSAL_CLASSES = {"glm": "GLMForConditionalGeneration"}  # the others: AutoModelForCausalLM
+
+
+@pytest.mark.paddle
+@pytest.mark.parametrize("model_id", [m.id for m in all_models()])
+def test_planner_parameter_count_is_paddlenlps(model_id):
+    """The planner's parameter layout (llmpt/planner/shapes.py) against the real PaddleNLP class, built lazily
+    (no weights allocated) for every registry model, 176B included."""
+    import numpy as np
+    import paddle
+    from paddlenlp.transformers.model_utils import no_init_weights
+
+    from llmpt.planner.shapes import param_groups
+
+    spec = resolve_model(model_id)
+    cfg = paddlenlp_config(spec, seq_len=2048)
+    config = _config(cfg)
+    config.seq_length = 2048
+    cls = getattr(transformers, CAUSAL_CLASSES.get(cfg["model_type"], "AutoModelForCausalLM"))
+    with no_init_weights(_enable=True), paddle.LazyGuard():
+        model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
+    real = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert param_groups(spec, 2048).total == real

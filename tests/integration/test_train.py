@@ -110,6 +110,48 @@ def test_sharding_stage1_equals_dp1(env, tmp_path, dp1_30):
     )
     rel = max(abs(x - y) / abs(x) for x, y in zip(losses(dp1_30[1]), losses(sd), strict=True))
     assert rel < 1e-4, rel
+    # stage 1 shards the Adam moments: the planner's per-rank half, summed over the ranks, is what they hold
+    est = planned(tmp_path / "sd2")
+    held = [r["tensor_bytes"] for r in ranks(tmp_path / "sd2")]
+    moments = sum(h["optimizer_moments"] for h in held)
+    assert moments == 8 * est["params_per_card"]
+    assert moments == pytest.approx(est["memory_mb"]["optimizer_moments"] * 2 * MB, abs=200)
+    assert all(h["weights"] == h["gradients"] == 4 * est["params_per_card"] for h in held)
+
+
+MB = 2**20
+
+
+def planned(out: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((out / "run.yaml").read_text())["estimate"]
+
+
+def ranks(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
+
+
+def test_planner_bytes_match_a_real_cpu_run(dp1_30):
+    """What the planner says a CPU rank holds, against what the rank counted tensor by tensor and what Paddle's
+    host allocator saw at its peak."""
+    out, summary = dp1_30
+    est = planned(out)
+    (rank,) = ranks(out)
+    held = rank["tensor_bytes"]
+    n = est["params_per_card"]
+    assert held["weights"] == n * 4 == pytest.approx(est["memory_mb"]["weights"] * MB, abs=100)  # fp32, exact count
+    assert held["gradients"] == n * 4
+    assert held["optimizer_moments"] == n * 8 == pytest.approx(est["memory_mb"]["optimizer_moments"] * MB, abs=100)
+    assert held["master_weights"] == 0 == est["memory_mb"]["master_weights"]
+    tensors = est["memory_mb_per_card"] - est["memory_mb"]["runtime"]
+    ratio = rank["allocated_peak_mb"] / tensors
+    print(
+        f"CPU llama-tiny dp1 mbs8 seq128: planner {tensors:.1f} MB of tensors, Paddle host peak "
+        f"{rank['allocated_peak_mb']:.1f} MB allocated (ratio {ratio:.2f}); peak RSS {rank['peak_memory_mb']:.0f} MB"
+    )
+    assert 0.75 < ratio < 1.25
+    assert summary["predicted"]["memory_mb_per_card"] == est["memory_mb_per_card"]
 
 
 def test_resume_after_stop_at_10_matches_uninterrupted_20(env, tmp_path):
