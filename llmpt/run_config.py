@@ -33,7 +33,9 @@ class TrainSettings(_Section):
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2.")
     seed: int = Field(42, description="Seed of weights init, data order and dropout.")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    save_total_limit: int = Field(
+        2, ge=2, description="Checkpoints kept; at least 2, so a kill during a save leaves a complete one."
+    )
     logging_steps: int = Field(1, ge=1, description="Log loss/lr every N steps.")
     eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: never).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Hidden and attention dropout.")

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from llmpt.errors import LlmptError, LlmptWarning
 
@@ -22,9 +23,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def print_error(e: LlmptError) -> None:
-    err_console.print(f"[bold red]error:[/] {e.message}", markup=True, highlight=False, soft_wrap=True)
-    if e.hint:
-        err_console.print(f"       hint: {e.hint}", highlight=False, soft_wrap=True)
+    """Bad input: one line, `error: what was given and what is allowed; hint: what to run next`. A failed run's
+    message may carry the failing rank's log lines; its hint then follows on a line of its own."""
+    hint = f"hint: {escape(e.hint)}" if e.hint else ""
+    if "\n" in e.message:
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
+        if hint:
+            err_console.print(f"       {hint}", highlight=False, soft_wrap=True)
+        return
+    line = f"[bold red]error:[/] {escape(e.message)}" + (f"; {hint}" if hint else "")
+    err_console.print(line, highlight=False, soft_wrap=True)
 
 
 def handles_errors(fn: F) -> F:
@@ -46,7 +54,8 @@ def handles_errors(fn: F) -> F:
                 if os.environ.get("LLMPT_DEBUG") == "1":
                     raise
                 err_console.print(
-                    f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with LLMPT_DEBUG=1 for the traceback)",
+                    f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+                    "(run with LLMPT_DEBUG=1 for the traceback)",
                     highlight=False,
                     soft_wrap=True,
                 )
@@ -55,7 +64,7 @@ def handles_errors(fn: F) -> F:
                 for w in caught:
                     if not issubclass(w.category, LlmptWarning):
                         continue  # third-party import noise (paddle, setuptools, pydantic deprecations)
-                    err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+                    err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
 
     return wrapper  # type: ignore[return-value]
 

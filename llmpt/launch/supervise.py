@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError
+from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import Topology, build_launch_command
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
 
 ProgressFn = Callable[[dict[str, Any]], None]
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
 
 
@@ -31,15 +31,8 @@ class TrainingFailed(LlmptError):
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N (PaddleNLP writes trainer_state.json last)."""
-    if not output_dir.is_dir():
-        return None
-    done = [
-        (int(m.group(1)), p)
-        for p in output_dir.iterdir()
-        if (m := _CKPT.match(p.name)) and p.is_dir() and (p / "trainer_state.json").is_file()
-    ]
-    return max(done)[1] if done else None
+    """The newest complete checkpoint-N (marked by llmpt after every rank finished saving)."""
+    return last_complete(output_dir)
 
 
 def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConfig:
@@ -52,6 +45,7 @@ def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConf
         ckpt = last_checkpoint(out)
         if ckpt is None:
             raise LlmptError(f"--resume: no complete checkpoint in {out}", "train without --resume first")
+        _clear_rank_reports(out)
         return cfg.model_copy(update={"training_args": {**cfg.training_args, "resume_from_checkpoint": str(ckpt)}})
     if previous and not overwrite:
         raise LlmptError(
@@ -61,9 +55,81 @@ def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConf
     if previous:
         for name in ("metrics.jsonl", "summary.json", "loss.png"):
             (out / name).unlink(missing_ok=True)
-        for p in list(out.glob("checkpoint-*")) + list((out / "ranks").glob("rank*.json")):
+        for p in out.glob("checkpoint-*"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
+        _clear_rank_reports(out)
     return cfg
+
+
+def _clear_rank_reports(out: Path) -> None:
+    """A new attempt's ranks report afresh: stale pid files and reports would hide a dead rank."""
+    for p in list((out / "ranks").glob("rank*.json")) + list((out / "ranks").glob("rank*.pid")):
+        p.unlink()
+
+
+# paddle.distributed.launch's own account of a dead worker
+_CONTAINER_FAILED = re.compile(r"Container rank (\d+) status failed .* code (-?\d+)")
+DEAD_RANK_GRACE_S = 5.0  # a rank gone without its report for this long stops the job, whatever the launcher does
+
+
+def _describe_exit(rank: str, code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"rank {rank} was killed by {name}"
+    return f"rank {rank} exited with code {code}"
+
+
+def _launcher_verdict(log_dir: Path) -> str | None:
+    """'rank 1 was killed by SIGKILL' from the launcher's log, if it says which worker failed."""
+    log = log_dir / "launcher.log"
+    if not log.is_file():
+        return None
+    found = _CONTAINER_FAILED.findall(log.read_text(errors="replace"))
+    return _describe_exit(*found[0][:1], int(found[0][1])) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a dead child the launcher has not reaped yet
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def dead_ranks(out: Path) -> list[tuple[str, int]]:
+    """Ranks on this node whose process is gone before they wrote their final report: (rank, pid)."""
+    dead = []
+    for pid_file in sorted((out / "ranks").glob("rank*.pid")):
+        rank = pid_file.stem.removeprefix("rank")
+        try:
+            pid = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if not (out / "ranks" / f"rank{rank}.json").exists() and not _alive(pid):
+            dead.append((rank, pid))
+    return dead
+
+
+def _culprit(seen_dead: list[tuple[str, int]], log_dir: Path) -> tuple[str, int]:
+    """The rank that caused the failure: the first seen gone whose log ends without an error (killed from outside:
+    SIGKILL, the OOM killer), else the first seen gone. Its peers die of the loss with a gloo/NCCL error."""
+    clean = [d for d in seen_dead if not _log_shows_error(log_dir / f"workerlog.{d[0]}")]
+    return (clean or seen_dead)[0]
+
+
+def _log_shows_error(log: Path) -> bool:
+    if not log.is_file():
+        return False
+    lines = log.read_text(errors="replace").splitlines()[-200:]
+    return any("Traceback" in ln or "terminate called" in ln or _ERROR.search(ln) for ln in lines)
 
 
 def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
@@ -83,7 +149,7 @@ def run_training(
     cfg: RunConfig,
     topo: Topology,
     progress: ProgressFn | None = None,
-    poll_seconds: float = 0.5,
+    poll_seconds: float = 0.1,
 ) -> dict[str, Any]:
     """Launch every rank on this node and wait; return the summary (also DIR/summary.json, DIR/loss.png)."""
     out = Path(cfg.output_dir)
@@ -96,10 +162,26 @@ def run_training(
     metrics = out / "metrics.jsonl"
     with (log_dir / "launcher.log").open("ab") as launcher_log:
         proc = subprocess.Popen(cmd, stdout=launcher_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        seen_dead: list[tuple[str, int]] = []  # in the order the ranks were seen gone
+        dead_since = 0.0
+        polls = 0
         try:
             while proc.poll() is None:
-                if progress:
+                if progress and polls % 5 == 0:
                     progress({"records": read_metrics(metrics)})
+                polls += 1
+                for d in dead_ranks(out):
+                    if d not in seen_dead:
+                        seen_dead.append(d)
+                        dead_since = dead_since or time.monotonic()
+                if seen_dead and time.monotonic() - dead_since > DEAD_RANK_GRACE_S:
+                    _stop(proc)  # the launcher did not notice (e.g. the rest hang in a collective): stop them
+                    rank, pid = _culprit(seen_dead, log_dir)
+                    raise TrainingFailed(
+                        f"training failed: rank {rank} (pid {pid}) died before finishing; every rank was stopped "
+                        f"(logs: {log_dir})",
+                        f"see {log_dir}/workerlog.{rank} ; continue from the last complete checkpoint with --resume",
+                    )
                 time.sleep(poll_seconds)
         except KeyboardInterrupt:
             _stop(proc)
@@ -111,7 +193,15 @@ def run_training(
         progress({"records": read_metrics(metrics)})
     if proc.returncode != 0:
         failed = _failed_rank(log_dir)
-        where = f"{failed[0]} failed" if failed else f"the launcher exited with code {proc.returncode}"
+        verdict = _launcher_verdict(log_dir)
+        seen_dead += [d for d in dead_ranks(out) if d not in seen_dead]
+        if seen_dead:
+            rank, pid = _culprit(seen_dead, log_dir)
+            if not (verdict or "").startswith(f"rank {rank} "):
+                # the launcher names the first failed worker in rank order, which may be a peer that died of the loss
+                then = f"; then {verdict}" if verdict else ""
+                verdict = f"rank {rank} (pid {pid}) died{then}"
+        where = verdict or (f"{failed[0]} failed" if failed else f"the launcher exited with code {proc.returncode}")
         tail = "\n".join("    " + ln for ln in failed[1]) if failed else ""
         raise TrainingFailed(
             f"training failed: {where} (logs: {log_dir})" + (f"\n{tail}" if tail else ""),

@@ -29,6 +29,7 @@ from paddlenlp.transformers import (
 from paddlenlp.transformers.configuration_utils import LlmMetaConfig
 from paddlenlp.utils.batch_sampler import DistributedBatchSampler
 
+from llmpt.launch.checkpoints import mark_complete
 from llmpt.run_config import RunConfig, load_run_yaml
 from llmpt.train import cpu_backend
 from llmpt.train.args import ModelArguments, PretrainArguments
@@ -128,6 +129,20 @@ def _base_optimizer(opt):
     return opt
 
 
+class CheckpointMarker(TrainerCallback):
+    """After every rank has finished writing checkpoint-N, rank 0 marks it complete (llmpt/launch/checkpoints.py):
+    a job killed during a save leaves an unmarked directory that --resume passes over."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.output_dir = output_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        if paddle.distributed.get_world_size() > 1:
+            paddle.distributed.barrier()
+        if paddle.distributed.get_rank() == 0:
+            mark_complete(self.output_dir / f"checkpoint-{state.global_step}", state.global_step)
+
+
 class MemoryProbe(TrainerCallback):
     """What this rank really holds, by the planner's components: parameter, gradient and optimizer-state bytes
     (counted tensor by tensor at the first optimizer step) and, on CPU, Paddle's peak of allocated host memory."""
@@ -208,6 +223,10 @@ def _allocated_peak_mb(device: str) -> float:
 
 def main(run_yaml: str) -> None:
     cfg = load_run_yaml(Path(run_yaml))
+    # the supervisor watches this pid: a rank that dies without its final report stops the whole job
+    ranks_dir = Path(cfg.output_dir) / "ranks"
+    ranks_dir.mkdir(parents=True, exist_ok=True)
+    (ranks_dir / f"rank{os.environ.get('PADDLE_TRAINER_ID', '0')}.pid").write_text(str(os.getpid()))
     if cfg.device == "cpu":
         # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
         paddle.set_device("cpu")
@@ -259,6 +278,7 @@ def main(run_yaml: str) -> None:
                 Path(cfg.output_dir) / "vdl" if cfg.train.report_to == "visualdl" else None,
             ),
             probe,
+            CheckpointMarker(Path(cfg.output_dir)),
         ],
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)

@@ -16,7 +16,8 @@ from .test_models import SEED_ID_LIST
 def _err(result) -> str:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    return result.stderr.splitlines()[0]
+    (line,) = result.stderr.splitlines()
+    return line.split("; hint: ")[0]
 
 
 @pytest.mark.parametrize("model_id", SEED_ID_LIST)
