@@ -80,17 +80,15 @@ def shrink(tiny: ModelSpec, tp: int, stages: int) -> ModelSpec:
 def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: bool = False) -> Rehearsal:
     spec = resolve_model(model)
     out = Path(output_dir or f"runs/rehearse-{spec.id.replace('/', '--')}-{strategy}")
-    plan_stage = Stage("plan (real model, GPU topology)")
-    try:
-        plan = make_plan(spec, strategy)  # capability matrix + real shapes, on the strategy's own world size
-        plan_stage.ok, plan_stage.detail = (
-            True,
-            f"{plan.expansion.world_size} ranks, "
-            + " x ".join(f"{k}{v}" for k, v in plan.to_dict()["degrees"].items() if v > 1),
-        )
-    except LlmptError as e:
-        plan_stage.ok, plan_stage.detail = False, e.message
-        return Rehearsal(spec.id, strategy, 0, [plan_stage, *(Stage(n) for n in _RUN_STAGES)])
+    # bad input (an unknown or malformed strategy, a cell the matrix refuses, what CPU ranks cannot run) is
+    # refused like everywhere else: LlmptError, exit 2, before anything runs
+    plan = make_plan(spec, strategy)  # capability matrix + real shapes, on the strategy's own world size
+    plan_stage = Stage(
+        "plan (real model, GPU topology)",
+        True,
+        f"{plan.expansion.world_size} ranks, "
+        + " x ".join(f"{k}{v}" for k, v in plan.to_dict()["degrees"].items() if v > 1),
+    )
     d = plan.expansion.degrees
     small = shrink(tiny_of(spec), d.tp, d.pp * plan.strategy.parallel.virtual_pp)
     result = Rehearsal(spec.id, plan.strategy.name, plan.expansion.world_size, [plan_stage])
@@ -106,12 +104,8 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
         set_items=["train.report_to=none", "train.warmup_steps=1"],
         allow_partial=True,
     )
+    cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
     shutil.rmtree(out, ignore_errors=True)
-    try:
-        cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
-    except LlmptError as e:
-        result.stages += [Stage("ranks up", False, e.message), *(Stage(n) for n in _RUN_STAGES[1:])]
-        return result
     subprocess.run(
         [
             sys.executable,
@@ -237,13 +231,17 @@ def verify_matrix(model: str | None = None, cells: list[str] | None = None, prog
             elif not trainable:
                 entry = {"status": "failed", "detail": NOT_TRAINABLE[members[0].family]}
             else:
-                r = rehearse(trainable[0].id, VERIFY_STRATEGY[col.key])
-                bad = next((st for st in r.stages if not st.ok), None)
-                entry = {
-                    "status": "verified" if r.passed else "failed",
-                    "detail": f"{trainable[0].id} {VERIFY_STRATEGY[col.key]}"
-                    + (f": {bad.name}: {bad.detail}" if bad else ""),
-                }
+                what = f"{trainable[0].id} {VERIFY_STRATEGY[col.key]}"
+                try:
+                    r = rehearse(trainable[0].id, VERIFY_STRATEGY[col.key])
+                except LlmptError as e:
+                    entry = {"status": "failed", "detail": f"{what}: refused: {e.message}"}
+                else:
+                    bad = next((st for st in r.stages if not st.ok), None)
+                    entry = {
+                        "status": "verified" if r.passed else "failed",
+                        "detail": what + (f": {bad.name}: {bad.detail}" if bad else ""),
+                    }
             entry["source"] = f"llmpt rehearse on CPU {today}"
             results.setdefault(row.name, {})[col.key] = entry
             if progress:

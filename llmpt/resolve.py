@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from llmpt import __version__
 from llmpt.errors import ConfigError, LlmptError, describe_validation_error
+from llmpt.launch.command import check_master_port
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config
 from llmpt.overrides import deep_merge, parse_set
 from llmpt.planner.estimate import Layout, plan_estimate
@@ -81,13 +82,14 @@ def _demo_data() -> list[str]:
 def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], str]:
     """Each prefix opens, agrees with its manifest, and has ids below the model's vocabulary."""
     from llmpt.data.inputs import DataError
-    from llmpt.data.prepare import open_prepared
+    from llmpt.data.prepare import open_prepared, verify_prepared
     from llmpt.data.tokenizer import SHIPPED_TOKENIZER
 
     manifests, tokenizer_dir = {}, None
     for prefix in prefixes:
         ds, m = open_prepared(prefix, "--data")
         if m is not None:
+            verify_prepared(prefix, m, "--data", cache_dir() / "verified-data.json")
             if (m["documents"], m["tokens"]) != (len(ds), int(ds.sizes.sum())):
                 raise DataError(
                     f"--data {prefix}: files hold {len(ds)} documents / {int(ds.sizes.sum())} tokens but the manifest "
@@ -168,6 +170,7 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         from_scratch=req.init_from is None,
     )
     check_fits(plan, req.force)  # before anything is read: a run that cannot fit is refused at once
+    check_master_port(req.master, req.node_rank)
     train_layer = deep_merge({"max_steps": DEMO["max_steps"], **DEMO_TRAIN} if demo else {}, layers.get("train", {}))
     try:
         train = TrainSettings.model_validate(train_layer)

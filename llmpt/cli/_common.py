@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -20,6 +21,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# what the machine refuses when llmpt writes: shown as bad input (exit 2) naming the path
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+_WRITE_HINT = {
+    0: "choose a writable location",
+    errno.ENOSPC: "free disk space, or write somewhere else",
+    errno.EDQUOT: "free space in your quota, or write somewhere else",
+    errno.EFBIG: "the file system or ulimit -f caps file size: write somewhere else",
+}
 
 
 def print_error(e: LlmptError) -> None:
@@ -50,6 +60,11 @@ def handles_errors(fn: F) -> F:
                 raise typer.Exit(e.exit_code) from None
             except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
                 raise
+            except OSError as e:
+                if e.errno not in _WRITE_ERRNOS or not e.filename:
+                    raise
+                print_error(LlmptError(f"{e.filename}: {e.strerror}", _WRITE_HINT.get(e.errno, _WRITE_HINT[0])))
+                raise typer.Exit(2) from None
             except Exception as e:  # noqa: BLE001 - the last line of defence for the user's terminal
                 if os.environ.get("LLMPT_DEBUG") == "1":
                     raise

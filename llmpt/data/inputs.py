@@ -14,6 +14,7 @@ from llmpt.errors import LlmptError
 
 Format = Literal["jsonl", "text"]
 KNOWN_SUFFIXES = (".jsonl", ".json", ".txt", ".text")
+MAX_LINE_BYTES = 32 << 20  # one document per line: a longer line is a file without line breaks, not a document
 CHUNK_BYTES = 1 << 20  # ~1 MB of raw input per worker task: large enough to amortise IPC, small for progress
 
 
@@ -89,6 +90,12 @@ def iter_chunks(files: list[InputFile], chunk_bytes: int = CHUNK_BYTES) -> Itera
                 size, start, line_no = 0, 1, 0
                 for line in fh:
                     line_no += 1
+                    if len(line) > MAX_LINE_BYTES:
+                        raise DataError(
+                            f"input {f.path}:{line_no}: one line of {len(line) / 2**20:.0f} MB, more than the "
+                            f"{MAX_LINE_BYTES >> 20} MB a document may have (a file without line breaks?)",
+                            "put one document per line (jsonl) or separate documents by blank lines (text)",
+                        )
                     buf.append(line)
                     size += len(line)
                     boundary = f.fmt == "jsonl" or not line.strip()

@@ -208,7 +208,12 @@ def prepare_data(
             lacked = skipped and all("missing key" in b["reason"] for b in bad_lines)
             raise DataError(
                 f"no documents in {', '.join(specs)}"
-                + (f" ({skipped} bad lines, first: {bad_lines[0]['file']}:{bad_lines[0]['line']})" if bad_lines else "")
+                + (
+                    f" ({skipped} bad lines, first: {bad_lines[0]['file']}:{bad_lines[0]['line']}: "
+                    f"{bad_lines[0]['reason']})"
+                    if bad_lines
+                    else ""
+                )
                 + (f"; every line lacked key {text_key!r}?" if lacked else ""),
                 "check --text-key and --format",
             )
@@ -265,8 +270,51 @@ def open_prepared(prefix: str, flag: str):
             f"{flag} {prefix}: {e.filename} is missing", "prepare it with: llmpt prepare-data … --output PREFIX"
         ) from None
     except IndexFormatError as e:
-        raise DataError(f"{flag} {prefix}: {e}") from None
+        raise DataError(
+            f"{flag} {prefix}: {e}", "prepare the data again: llmpt prepare-data … --output PREFIX --force"
+        ) from None
     return index, read_manifest(prefix)
+
+
+def verify_prepared(prefix: str, manifest: dict, flag: str, cache: Path | None = None) -> None:
+    """The files are the ones prepare-data wrote: byte sizes and SHA-256 of .idx and .bin against the manifest.
+
+    Hashing a large .bin takes a while (~1 GB/s); a hash already verified for the same path, size and mtime is
+    remembered in `cache` (a JSON file) and not recomputed."""
+    paths = output_paths(prefix)
+    seen: dict = {}
+    if cache is not None and cache.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            seen = json.loads(cache.read_text())
+    changed = False
+    for kind in ("idx", "bin"):
+        want = manifest.get(kind) or {}
+        path = paths[kind]
+        st = path.stat()
+        if want.get("bytes") is not None and st.st_size != want["bytes"]:
+            raise DataError(
+                f"{flag} {prefix}: {path.name} has {st.st_size} bytes, the manifest says {want['bytes']} "
+                "(cut short, or from another prepare-data run?)",
+                "prepare the data again",
+            )
+        if not want.get("sha256"):
+            continue
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if seen.get(key) == want["sha256"]:
+            continue
+        if _sha256(path) != want["sha256"]:
+            raise DataError(
+                f"{flag} {prefix}: {path.name} does not match its manifest checksum (changed since prepare-data?)",
+                "prepare the data again",
+            )
+        seen[key] = want["sha256"]
+        changed = True
+    if changed and cache is not None:
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(seen))
+            os.replace(tmp, cache)
 
 
 def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> PrepareResult:

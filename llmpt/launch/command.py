@@ -64,6 +64,34 @@ def check_multinode(nnodes: int, master: str | None, node_rank: int | None) -> N
         raise LlmptError(f"--node-rank {node_rank}: must be in 0..{nnodes - 1} for --nnodes {nnodes}")
 
 
+def check_master_port(master: str | None, node_rank: int | None) -> None:
+    """On the node that hosts the rendezvous (--node-rank 0, or unset), --master's port must be free here: the
+    launcher would otherwise fail after the ranks started, or join a stranger's job."""
+    import errno
+    import socket
+
+    if not master or node_rank not in (None, 0):
+        return
+    host, _, port = master.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, ValueError):
+        return  # an unknown host is the launcher's to report
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise LlmptError(
+                        f"--master {master}: port {port} is already in use on this host",
+                        "pick another port, or stop the process holding it (ss -ltnp)",
+                    ) from None
+                return  # EADDRNOTAVAIL: the master is another machine; nothing to check here
+            return
+
+
 def build_launch_command(topo: Topology, run_yaml: Path, log_dir: Path, python: str | None = None) -> list[str]:
     """argv for paddle.distributed.launch starting RANK_ENTRY on every rank with `run_yaml`."""
     cmd = [python or sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(log_dir)]

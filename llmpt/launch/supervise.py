@@ -38,6 +38,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConfig:
     """Refuse to mix runs: a directory with a previous run needs --resume or --overwrite."""
     out = Path(cfg.output_dir)
+    _check_writable(out)
     previous = out.is_dir() and (
         any((out / n).exists() for n in ("run.yaml", "metrics.jsonl")) or any(out.glob("checkpoint-*"))
     )
@@ -59,6 +60,19 @@ def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConf
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         _clear_rank_reports(out)
     return cfg
+
+
+def _check_writable(out: Path) -> None:
+    """The run directory can be created and written, checked before anything in it is touched."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".llmpt-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise LlmptError(
+            f"--output-dir {out}: cannot write there ({e.strerror or e})", "choose a writable --output-dir"
+        ) from None
 
 
 def _clear_rank_reports(out: Path) -> None:

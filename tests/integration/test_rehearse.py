@@ -43,12 +43,12 @@ def test_rehearse_passes_every_stage_on_the_exact_topology(env, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # removed after a pass
 
 
-def test_rehearse_fails_at_the_plan_for_an_unsupported_cell(env, tmp_path):
+def test_rehearse_refuses_an_unsupported_cell_before_running(env, tmp_path):
     r = llmpt(env, tmp_path, "rehearse", "opt-66b", "--strategy", "tp2", "--json")
-    out = json.loads(r.stdout)
-    assert r.returncode == 1 and not out["passed"]
-    assert out["stages"][0]["ok"] is False and "does not support tensor parallel" in out["stages"][0]["detail"]
-    assert all(s["ok"] is None for s in out["stages"][1:])
+    assert r.returncode == 2 and r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: facebook/opt-66b does not support tensor parallel (tp2)")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_matrix_verify_stores_results_that_matrix_shows(env, tmp_path):
