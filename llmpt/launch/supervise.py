@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError
-from llmpt.launch.checkpoints import last_complete
+from llmpt.launch.checkpoints import checkpoints, last_complete
 from llmpt.launch.command import Topology, build_launch_command
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
@@ -47,6 +47,10 @@ def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConf
         if ckpt is None:
             raise LlmptError(f"--resume: no complete checkpoint in {out}", "train without --resume first")
         _clear_rank_reports(out)
+        chosen = int(ckpt.name.split("-")[1])
+        for step, p in checkpoints(out):
+            if step > chosen:  # a save cut short: its leftovers must not mix into the next save of that step
+                shutil.rmtree(p)
         return cfg.model_copy(update={"training_args": {**cfg.training_args, "resume_from_checkpoint": str(ckpt)}})
     if previous and not overwrite:
         raise LlmptError(

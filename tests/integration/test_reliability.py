@@ -154,3 +154,4 @@ def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(env, tmp_pa
         f.truncate(biggest.stat().st_size // 2)
     assert last_complete(out) == ckpt
     assert_resumes_exactly(env, out, reference, step)
+    assert all((p / MARKER).is_file() for p in out.glob("checkpoint-*"))  # the cut-short one was cleared
