@@ -9,7 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from llmpt import __version__
-from llmpt.cli import data, matrix, models, plan, presets, rehearse, train
+from llmpt.cli import data, doctor, matrix, models, plan, presets, rehearse, train
 from llmpt.cli._common import err_console
 
 
@@ -57,6 +57,7 @@ app.command("matrix")(matrix.matrix)
 app.command("prepare-data")(data.prepare_data)
 app.command("train")(train.train)
 app.command("rehearse")(rehearse.rehearse)
+app.command("doctor")(doctor.doctor)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,32 @@
+"""`llmpt doctor` for real on this CPU machine: probe subprocess, real numerics, 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("paddle")
+pytestmark = [pytest.mark.paddle, pytest.mark.slow]
+
+
+def test_doctor_on_cpu_passes_with_real_measurements(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "llmpt.cli", "doctor", "--json", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert out["ok"] is True
+    assert checks["mode"]["detail"] == "CPU mode: no GPU visible to paddle"
+    assert checks["gloo collectives"]["status"] == "ok" and "3, 3 = 3 on both" in checks["gloo collectives"]["detail"]
+    n = out["facts"]["cpu_numerics"]
+    assert n["ones_plus_ones"] == 2.0 and abs(n["randn_std"] - 1) < 0.02 and n["matmul_rel_err"] < 1e-5
+    assert out["facts"]["paddle"]["version"] == "3.3.1" and out["facts"]["paddle"]["gpu_build"] is False
+    assert checks["data index helper"]["status"] == "ok"
+    assert set(checks) >= {"python", "paddle", "build", "paddlenlp", "shared memory", "free disk"}
