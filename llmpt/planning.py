@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError, LlmptWarning
-from llmpt.launch.command import Topology, build_launch_command, check_multinode, parse_devices
+from llmpt.launch.command import Topology, build_launch_command, check_multinode, log_dir_for, parse_devices
 from llmpt.models.matrix import check_capabilities
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config, resolve_model
 from llmpt.models.shape import check_model_shape
@@ -188,7 +188,7 @@ def make_plan(
     if strategy.parallel.dp is None and expansion.degrees.dp > 1:
         notes.append(f"dp{expansion.degrees.dp} derived from the world size {topo.world_size}")
     out = output_dir or default_output_dir(spec, strategy)
-    cmd = build_launch_command(topo, out / "run.yaml", out / "logs")
+    cmd = build_launch_command(topo, out / "run.yaml", log_dir_for(out, topo))
     est = None
     card = _card(device, device_type, assume_device, notes)
     if device == "cpu" or card is not None:

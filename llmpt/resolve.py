@@ -58,6 +58,7 @@ class TrainRequest:
     allow_partial: bool = False
     device_type: str | None = None
     force: bool = False
+    check_port: bool = True  # False when the master is only known on the cluster (launch-script)
 
 
 def default_device() -> str:
@@ -170,7 +171,8 @@ def resolve_run(req: TrainRequest) -> tuple[RunConfig, Plan]:
         from_scratch=req.init_from is None,
     )
     check_fits(plan, req.force)  # before anything is read: a run that cannot fit is refused at once
-    check_master_port(req.master, req.node_rank)
+    if req.check_port:
+        check_master_port(req.master, req.node_rank)
     train_layer = deep_merge({"max_steps": DEMO["max_steps"], **DEMO_TRAIN} if demo else {}, layers.get("train", {}))
     try:
         train = TrainSettings.model_validate(train_layer)

@@ -9,7 +9,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from llmpt import __version__
-from llmpt.cli import data, doctor, matrix, models, plan, presets, rehearse, train
+from llmpt.cli import cluster, data, doctor, matrix, models, plan, presets, rehearse, train
 from llmpt.cli._common import err_console
 
 
@@ -58,6 +58,8 @@ app.command("prepare-data")(data.prepare_data)
 app.command("train")(train.train)
 app.command("rehearse")(rehearse.rehearse)
 app.command("doctor")(doctor.doctor)
+app.command("launch-script")(cluster.launch_script)
+app.command("run-node")(cluster.run_node)
 
 
 def _version(value: bool) -> None:

@@ -89,6 +89,9 @@ def train(
     if json_out:
         print_json(summary)
         return
+    if "node_rank" in summary:
+        console.print(f"node {summary['node_rank']}: every rank finished; the run summary is {summary['summary']}")
+        return
     _print_summary(summary, cfg.output_dir)
 
 

@@ -64,6 +64,12 @@ def check_multinode(nnodes: int, master: str | None, node_rank: int | None) -> N
         raise LlmptError(f"--node-rank {node_rank}: must be in 0..{nnodes - 1} for --nnodes {nnodes}")
 
 
+def log_dir_for(out: Path, topo: Topology) -> Path:
+    """Worker logs: OUT/logs, or OUT/logs/nodeR when several nodes may share the run directory (each node has a
+    workerlog.0)."""
+    return out / "logs" / (f"node{topo.node_rank or 0}" if topo.nnodes > 1 else "")
+
+
 def check_master_port(master: str | None, node_rank: int | None) -> None:
     """On the node that hosts the rendezvous (--node-rank 0, or unset), --master's port must be free here: the
     launcher would otherwise fail after the ranks started, or join a stranger's job."""

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 from llmpt.errors import LlmptError
 from llmpt.launch.checkpoints import checkpoints, last_complete
-from llmpt.launch.command import Topology, build_launch_command
+from llmpt.launch.command import Topology, build_launch_command, log_dir_for
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
 
@@ -128,9 +129,12 @@ def dead_ranks(out: Path) -> list[tuple[str, int]]:
     for pid_file in sorted((out / "ranks").glob("rank*.pid")):
         rank = pid_file.stem.removeprefix("rank")
         try:
-            pid = int(pid_file.read_text())
+            pid_text, _, host = pid_file.read_text().partition(" ")
+            pid = int(pid_text)
         except (OSError, ValueError):
             continue
+        if host.strip() and host.strip() != socket.gethostname():
+            continue  # a rank on another node sharing this directory: its own node watches it
         if not (out / "ranks" / f"rank{rank}.json").exists() and not _alive(pid):
             dead.append((rank, pid))
     return dead
@@ -173,7 +177,7 @@ def run_training(
     out = Path(cfg.output_dir)
     run_yaml = out / "run.yaml"
     write_run_yaml(cfg, run_yaml)
-    log_dir = out / "logs"
+    log_dir = log_dir_for(out, topo)
     log_dir.mkdir(parents=True, exist_ok=True)
     cmd = build_launch_command(topo, run_yaml, log_dir)
     env = dict(os.environ)
@@ -225,6 +229,9 @@ def run_training(
             f"training failed: {where} (logs: {log_dir})" + (f"\n{tail}" if tail else ""),
             f"see {log_dir}/workerlog.* ; after fixing, continue with --resume",
         )
+    if topo.nnodes > 1 and (topo.node_rank or 0) != 0:
+        # rank 0 lives on node 0 and writes the metrics; this node only reports that its ranks finished
+        return {"node_rank": topo.node_rank, "ranks_finished": True, "summary": f"on node 0, {out}/summary.json"}
     summary = summarize(cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_losses(summary, out / "loss.png")

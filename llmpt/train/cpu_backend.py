@@ -677,6 +677,9 @@ def _patch_group_sharded():
 # --------------------------------------------------------------------------
 
 
+_GROUP_RANKS: list[list[int]] = []  # the ranks of the group new_group is creating (read by the store patch)
+
+
 def _patch_new_group():
     from paddle.distributed import collective
 
@@ -701,8 +704,12 @@ def _patch_new_group():
         if not (_eager() and _on_cpu()) or backend not in (None, "gloo") or default is None:
             return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
         world = default.nranks
-        if world <= 2:  # never raced with two ranks; leave untouched
-            return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
+        if world <= 2:  # never raced with two ranks; leave untouched (but say whose group it is)
+            _GROUP_RANKS.append(sorted(ranks) if ranks is not None else sorted(default.ranks))
+            try:
+                return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
+            finally:
+                _GROUP_RANKS.pop()
         if ranks is not None and sorted(ranks) == sorted(default.ranks):
             gid = collective._custom_gid if collective._custom_gid else collective._new_ring_id()
             name = collective._default_group_name + str(gid)
@@ -713,7 +720,11 @@ def _patch_new_group():
             collective._add_new_group(group)
             return group
         default.process_group.barrier().wait()
-        group = orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
+        _GROUP_RANKS.append(sorted(ranks) if ranks is not None else sorted(default.ranks))
+        try:
+            group = orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
+        finally:
+            _GROUP_RANKS.pop()
         default.process_group.barrier().wait()
         return group
 
@@ -734,12 +745,15 @@ def _patch_group_stores():
     # with 8 ranks, the second of two disjoint 4-rank groups ([0,2,4,6] then [1,3,5,7]) reads the first
     # group's addresses and fails ("sizeof(impl_) == bytes.size()", connection refused, pair timeouts);
     # any group of 3+ ranks also clobbers keys the default group connects with later. Each sub-group now
-    # rendezvous through its own TCPStore, hosted by its first member on master port + 1 + group id.
-    # Single node only (the host is the master's), which is what CPU rehearsal runs.
+    # rendezvous through its own TCPStore, hosted by its first member on master port + 1 + group id: on that
+    # member's own host (PADDLE_TRAINER_ENDPOINTS lists every rank's), so groups may span nodes.
     def _new_process_group_impl(backend, store, rank, world_size, group_name, pg_options, group_id=0, **kwargs):
         if backend != "gloo" or group_id == 0 or not _on_cpu():
             return orig(backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kwargs)
         host, port = os.environ.get("PADDLE_MASTER", "127.0.0.1:6170").rsplit(":", 1)
+        endpoints = [e for e in os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e]
+        if _GROUP_RANKS and endpoints and _GROUP_RANKS[-1][0] < len(endpoints):
+            host = endpoints[_GROUP_RANKS[-1][0]].rsplit(":", 1)[0]
         own = core.TCPStore(host, int(port) + 1 + group_id, rank == 0, world_size, 900)
         return core.ProcessGroupGloo.create(own, rank, world_size, group_id)
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -226,7 +227,8 @@ def main(run_yaml: str) -> None:
     # the supervisor watches this pid: a rank that dies without its final report stops the whole job
     ranks_dir = Path(cfg.output_dir) / "ranks"
     ranks_dir.mkdir(parents=True, exist_ok=True)
-    (ranks_dir / f"rank{os.environ.get('PADDLE_TRAINER_ID', '0')}.pid").write_text(str(os.getpid()))
+    pid_file = ranks_dir / f"rank{os.environ.get('PADDLE_TRAINER_ID', '0')}.pid"
+    pid_file.write_text(f"{os.getpid()} {socket.gethostname()}")
     if cfg.device == "cpu":
         # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
         paddle.set_device("cpu")
