@@ -114,26 +114,17 @@ def judge(facts: dict, free_disk_bytes: int | None, shm_bytes: int | None, gloo:
             else f"{helper}; pip install fast_dataindex",
         )
     )
-    if shm_bytes is not None:
-        out.append(
-            Check(
-                "shared memory",
-                "ok" if shm_bytes >= MIN_SHM_BYTES else "warn",
-                f"/dev/shm {shm_bytes / 2**30:.1f} GiB"
-                + (
-                    "" if shm_bytes >= MIN_SHM_BYTES else " (data loader workers and NCCL need more: docker --shm-size)"
-                ),
+    for name, have, low, what, why in (
+        ("shared memory", shm_bytes, MIN_SHM_BYTES, "/dev/shm {:.1f} GiB", "data loader workers and NCCL need more: "
+         "docker --shm-size"),
+        ("free disk", free_disk_bytes, MIN_FREE_DISK_BYTES, "{:.0f} GiB free in the output directory",
+         "a 7B checkpoint with optimizer state ~80 GB"),
+    ):  # fmt: skip
+        if have is not None:
+            enough = have >= low
+            out.append(
+                Check(name, "ok" if enough else "warn", what.format(have / 2**30) + ("" if enough else f" ({why})"))
             )
-        )
-    if free_disk_bytes is not None:
-        out.append(
-            Check(
-                "free disk",
-                "ok" if free_disk_bytes >= MIN_FREE_DISK_BYTES else "warn",
-                f"{free_disk_bytes / 2**30:.0f} GiB free in the output directory"
-                + ("" if free_disk_bytes >= MIN_FREE_DISK_BYTES else " (a 7B checkpoint with optimizer state ~80 GB)"),
-            )
-        )
     if not facts.get("gpus"):
         out.append(Check("mode", "ok", "CPU mode: no GPU visible to paddle"))
         if gloo is not None:

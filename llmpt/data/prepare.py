@@ -20,6 +20,7 @@ from llmpt.data.inputs import DataError, InputFile, discover_inputs, iter_chunks
 from llmpt.data.mmap import IndexFormatError, index_bytes, read_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
 from llmpt.errors import LlmptWarning
+from llmpt.fsutil import probe_writable
 
 MANIFEST_FORMAT = "llmpt.data/1"
 ProgressFn = Callable[[int, int, int], None]  # (documents, tokens, input bytes) so far
@@ -59,10 +60,7 @@ def _check_output(prefix: str, force: bool) -> None:
         raise DataError(f"output {existing[0]} already exists", "pass --force to overwrite, or choose --output")
     parent = paths["bin"].parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".llmpt-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(parent)
     except OSError as e:
         raise DataError(f"output {prefix}: cannot write to {parent} ({e.strerror or e})") from None
 

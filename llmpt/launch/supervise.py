@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError
+from llmpt.fsutil import probe_writable
 from llmpt.launch.checkpoints import checkpoints, last_complete
 from llmpt.launch.command import Topology, build_launch_command, log_dir_for
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
@@ -70,10 +71,7 @@ def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConf
 def _check_writable(out: Path) -> None:
     """The run directory can be created and written, checked before anything in it is touched."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".llmpt-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(out)
     except OSError as e:
         raise LlmptError(
             f"--output-dir {out}: cannot write there ({e.strerror or e})", "choose a writable --output-dir"
