@@ -215,8 +215,8 @@ def run_training(
         failed = _failed_rank(log_dir)
         verdict = _launcher_verdict(log_dir)
         seen_dead += [d for d in dead_ranks(out) if d not in seen_dead]
-        if seen_dead:
-            rank, pid = _culprit(seen_dead, log_dir)
+        rank, pid = _culprit(seen_dead, log_dir) if seen_dead else ("", 0)
+        if seen_dead and not _log_shows_error(log_dir / f"workerlog.{rank}"):
             if not (verdict or "").startswith(f"rank {rank} "):
                 # the launcher names the first failed worker in rank order, which may be a peer that died of the loss
                 then = f"; then {verdict}" if verdict else ""

@@ -69,7 +69,15 @@ def reference(env, tmp_path_factory):
 
 
 def start(env, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT at its default even if this test runs as a background job (where the shell ignores it for children)
+    return subprocess.Popen(
+        cmd(out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -113,7 +121,7 @@ def test_sigkill_of_one_rank_stops_the_job_and_resume_is_exact(env, tmp_path, re
     out = tmp_path / "run"
     proc = start(env, out)
     wait_for_step(out, 13, proc)  # checkpoint-12 is written and marked by now
-    victim = int((out / "ranks" / "rank1.pid").read_text())
+    victim = int((out / "ranks" / "rank1.pid").read_text().split()[0])  # "PID HOST"
     os.kill(victim, signal.SIGKILL)
     t0 = time.time()
     _, err = proc.communicate(timeout=60)
@@ -155,3 +163,13 @@ def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(env, tmp_pa
     assert last_complete(out) == ckpt
     assert_resumes_exactly(env, out, reference, step)
     assert all((p / MARKER).is_file() for p in out.glob("checkpoint-*"))  # the cut-short one was cleared
+
+
+def test_stop_at_step_then_resume_is_exact(env, tmp_path, reference):
+    """A planned stop (train.stop_at_step) saves where it stops and keeps the full schedule."""
+    out = tmp_path / "run"
+    first = run(env, out, "--set", "train.stop_at_step=10")
+    assert sorted(first) == list(range(1, 11))
+    assert all(abs(first[s] - reference[s]) <= 1e-6 * abs(reference[s]) for s in first)
+    assert last_complete(out).name == "checkpoint-10"
+    assert_resumes_exactly(env, out, reference, 10)

@@ -1,12 +1,14 @@
 """`llmpt train` for real: paddle.distributed.launch, PaddleNLP's Trainer, CPU ranks over gloo.
 
 Numbers checked: the loss falls; dp2 equals dp1 at equal global batch; a run stopped at step 10 and resumed
-equals the uninterrupted run step by step; every trainable family's tiny model trains."""
+equals the uninterrupted run step by step (tests/integration/test_reliability.py); every trainable family's tiny
+model trains."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,34 +156,6 @@ def test_planner_bytes_match_a_real_cpu_run(dp1_30):
     assert summary["predicted"]["memory_mb_per_card"] == est["memory_mb_per_card"]
 
 
-def test_resume_after_stop_at_10_matches_uninterrupted_20(env, tmp_path):
-    common = (
-        "--strategy",
-        "dp1",
-        "--max-steps",
-        "20",
-        "--save-steps",
-        "10",
-        "--set",
-        "strategy.batch.micro_batch_size=4",
-        "--set",
-        "strategy.batch.grad_accum=2",
-        *BATCH8,
-    )
-    full = train(env, tmp_path / "full", *common)
-    first = train(env, tmp_path / "resumed", *common, "--set", "train.stop_at_step=10")
-    assert [p["step"] for p in first["losses"]] == list(range(1, 11))
-    assert (tmp_path / "resumed" / "checkpoint-10" / "trainer_state.json").is_file()
-    second = train(env, tmp_path / "resumed", *common, "--resume")
-    resumed = {p["step"]: p["loss"] for p in second["losses"]}
-    assert sorted(resumed)[-1] == 20
-    for p in full["losses"]:
-        if p["step"] > 10:
-            assert abs(resumed[p["step"]] - p["loss"]) <= 1e-5 * abs(p["loss"]), (p, resumed[p["step"]])
-    for p in first["losses"]:
-        assert abs(p["loss"] - full["losses"][p["step"] - 1]["loss"]) <= 1e-6 * abs(p["loss"])
-
-
 @pytest.mark.parametrize("model", ["qwen-tiny", "gpt-tiny", "opt-tiny", "bloom-tiny", "chatglm2-tiny", "baichuan-tiny"])
 def test_every_trainable_family_trains(env, tmp_path, model):
     r = llmpt(
@@ -240,10 +214,9 @@ def test_failing_rank_exits_nonzero_and_shows_its_log(env, tmp_path, dp1_30):
         check=False,
     )
     assert r.returncode == 1, r.stderr
-    assert "training failed: rank 0 failed" in r.stderr or "training failed: rank 1 failed" in r.stderr, r.stderr[
-        -2000:
-    ]
-    assert "Error" in r.stderr.split("failed", 1)[1]  # the rank's own last log lines follow
+    # the launcher's word for the first failed rank: "rank 0 exited with code 1"
+    assert re.search(r"training failed: rank [01] exited with code 1 \(logs: ", r.stderr), r.stderr[-2000:]
+    assert "ValueError: `paddle.load` can not parse the file" in r.stderr  # the rank's own last log lines follow
 
 
 def test_init_from_refusals(env, tmp_path):
