@@ -30,6 +30,7 @@ MiB = 2**20
 # Calibrated on the seed's 8xA100 table (bench/plan_vs_seed.py): what Paddle allocates beyond the tensors counted
 # here (workspaces, communication and clip-grad temporaries, the causal mask), per GPU.
 RUNTIME_MB_GPU = 10600.0
+RUNTIME_MB_CPU = 700.0  # a CPU rank's Python + Paddle + PaddleNLP before any tensor (measured: the demo's RSS)
 # The seed's note: physical use is 2-3 GB above max_memory_allocated (allocator cache, CUDA context).
 RESERVE_MB_GPU = 3072.0
 INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
@@ -279,7 +280,7 @@ def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int)
 
 def estimate(lay: Layout, device: Device | None) -> Estimate:
     """One estimate; device None means CPU ranks (memory only: no throughput model for CPUs)."""
-    runtime = RUNTIME_MB_GPU if device is not None else 0.0
+    runtime = RUNTIME_MB_GPU if device is not None else RUNTIME_MB_CPU
     mem, n_card = memory(lay, runtime)
     model_f, hw_f = flops_per_token(lay)
     g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
@@ -400,7 +401,7 @@ def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> dict[s
 
     level = [([what], cand, sets) for what, cand, sets in candidate_changes(lay) if _allowed(cand)]
     for depth in (1, 2):
-        scored = [(_with_runtime(estimate(c, device)), whats, c, sets) for whats, c, sets in level]
+        scored = [(estimate(c, device), whats, c, sets) for whats, c, sets in level]
         ok = [x for x in scored if fits(x[0])]
         if ok:
             e, whats, c, sets = max(ok, key=lambda x: score(x[0]))
@@ -423,12 +424,6 @@ def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> dict[s
     return None
 
 
-def _with_runtime(e: Estimate) -> Estimate:
-    if e.device is None:
-        e.memory_mb["runtime"] = RUNTIME_MB_CPU
-    return e
-
-
 def _allowed(lay: Layout) -> bool:
     """The matrix and the model's shape accept this layout."""
     from llmpt.errors import LlmptError
@@ -441,9 +436,6 @@ def _allowed(lay: Layout) -> bool:
     except LlmptError:
         return False
     return True
-
-
-RUNTIME_MB_CPU = 700.0  # a CPU rank's Python + Paddle + PaddleNLP before any tensor (measured: the demo's RSS)
 
 
 def host_memory_mb() -> float | None:
@@ -462,7 +454,6 @@ def plan_estimate(lay: Layout, device: Device | None) -> Estimate:
     shared by its ranks) and, when it does not fit, the first knob to turn."""
     est = estimate(lay, device)
     if device is None:
-        est.memory_mb["runtime"] = RUNTIME_MB_CPU
         ram = host_memory_mb()
         if ram is not None:
             est.capacity_mb = ram / lay.nproc_per_node

@@ -21,6 +21,7 @@ Usage (before fleet.init / model construction):
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 SUPPORTED_PADDLE = "3.3.1"
@@ -680,6 +681,16 @@ def _patch_group_sharded():
 _GROUP_RANKS: list[list[int]] = []  # the ranks of the group new_group is creating (read by the store patch)
 
 
+@contextlib.contextmanager
+def _creating(ranks, default):
+    """While new_group creates a group: its global ranks (its store lives on the first one's host)."""
+    _GROUP_RANKS.append(sorted(ranks) if ranks is not None else sorted(default.ranks))
+    try:
+        yield
+    finally:
+        _GROUP_RANKS.pop()
+
+
 def _patch_new_group():
     from paddle.distributed import collective
 
@@ -705,11 +716,8 @@ def _patch_new_group():
             return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
         world = default.nranks
         if world <= 2:  # never raced with two ranks; leave untouched (but say whose group it is)
-            _GROUP_RANKS.append(sorted(ranks) if ranks is not None else sorted(default.ranks))
-            try:
+            with _creating(ranks, default):
                 return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
-            finally:
-                _GROUP_RANKS.pop()
         if ranks is not None and sorted(ranks) == sorted(default.ranks):
             gid = collective._custom_gid if collective._custom_gid else collective._new_ring_id()
             name = collective._default_group_name + str(gid)
@@ -720,11 +728,8 @@ def _patch_new_group():
             collective._add_new_group(group)
             return group
         default.process_group.barrier().wait()
-        _GROUP_RANKS.append(sorted(ranks) if ranks is not None else sorted(default.ranks))
-        try:
+        with _creating(ranks, default):
             group = orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
-        finally:
-            _GROUP_RANKS.pop()
         default.process_group.barrier().wait()
         return group
 
