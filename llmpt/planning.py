@@ -20,7 +20,6 @@ from llmpt.strategies.expand import Expansion, expand
 from llmpt.strategies.grammar import parse_name
 from llmpt.strategies.presets import build_strategy, preset_is_shipped, resolve_strategy
 from llmpt.strategies.schema import Strategy
-from llmpt.strategies.validate import resolve_degrees
 
 
 class CapabilityWarning(LlmptWarning):
@@ -129,10 +128,6 @@ def apply_strategy_overrides(strategy: Strategy, overrides: dict[str, Any], sour
     return build_strategy(parse_name(strategy.name), deep_merge(sections, overrides), source)
 
 
-def min_ranks(strategy: Strategy) -> int:
-    return strategy.parallel.model_degree * (strategy.parallel.dp or 1)
-
-
 def make_plan(
     model: str | ModelSpec,
     strategy_name: str,
@@ -159,11 +154,11 @@ def make_plan(
         raise LlmptError(f"--device {device}: allowed: gpu, cpu")
     check_multinode(nnodes, master, node_rank)
     if gpus is None:
-        per_node, rem = divmod(min_ranks(strategy), nnodes)
-        gpus = str(max(per_node, 1)) if not rem else str(min_ranks(strategy))
+        per_node, rem = divmod(strategy.parallel.dims.min_ranks, nnodes)
+        gpus = str(max(per_node, 1)) if not rem else str(strategy.parallel.dims.min_ranks)
     topo = Topology(devices=parse_devices(gpus), device=device, nnodes=nnodes, master=master, node_rank=node_rank)
     world_flag = f"--gpus {gpus}" + (f" x --nnodes {nnodes}" if nnodes > 1 else "")
-    degrees = resolve_degrees(strategy, topo.world_size, world_flag)
+    degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
     # kernels from a shipped preset (or defaults) mean "on where supported"; a strategy file asks explicitly
     explicit = strategy_name.endswith((".yaml", ".yml")) or os.sep in strategy_name

@@ -11,7 +11,6 @@ from llmpt.cli._common import console, handles_errors, print_json
 from llmpt.models.matrix import STATUS_TEXT, Row, load_matrix, needed_cells, row_supports, runnable_presets
 from llmpt.models.registry import all_models, resolve_model
 from llmpt.strategies.presets import resolve_strategy
-from llmpt.strategies.validate import resolve_degrees
 
 SCHEMA = "llmpt.matrix/1"
 STYLE = {"supported": "green", "partial": "yellow", "unsupported": "red", "unlisted": "dim"}
@@ -99,7 +98,7 @@ def matrix(
         return
     if strategy:
         s = resolve_strategy(strategy)
-        d = resolve_degrees(s, s.parallel.model_degree * (s.parallel.dp or 1))
+        d = s.parallel.dims.smallest(s.name)
         needs = needed_cells(s, d)
         rows = [(r, row_supports(r, needs)) for r in m.rows]
         if json_out:

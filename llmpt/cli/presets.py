@@ -18,16 +18,16 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
 def _ranks(s: Strategy) -> str:
-    p = s.parallel
-    return str(p.model_degree * p.dp) if p.dp is not None else f"{p.model_degree}·k"
+    d = s.parallel.dims
+    return str(d.world_size) if d.resolved else f"{d.model_degree}·k"
 
 
 def _summary(s: Strategy) -> dict[str, object]:
     p = s.parallel
     return {
         "name": s.name,
-        "ranks": p.model_degree * p.dp if p.dp is not None else None,
-        "min_ranks": p.model_degree * (p.dp or 1),
+        "ranks": p.dims.world_size if p.dims.resolved else None,
+        "min_ranks": p.dims.min_ranks,
         "dp": p.dp,
         "tp": p.tp,
         "pp": p.pp,

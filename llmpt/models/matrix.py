@@ -12,7 +12,7 @@ import yaml
 from llmpt.errors import ModelError
 from llmpt.models.registry import ModelSpec
 from llmpt.strategies.schema import Strategy
-from llmpt.strategies.validate import Degrees
+from llmpt.strategies.parallel_dims import ParallelDims
 
 MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
 
@@ -89,7 +89,7 @@ class Need:
     optional: bool = False
 
 
-def needed_cells(s: Strategy, d: Degrees) -> list[Need]:
+def needed_cells(s: Strategy, d: ParallelDims) -> list[Need]:
     """The matrix columns `s` at degrees `d` relies on."""
     needs = []
     if d.dp > 1:
@@ -127,7 +127,7 @@ class CapabilityCheck:
 def check_capabilities(
     spec: ModelSpec,
     s: Strategy,
-    d: Degrees,
+    d: ParallelDims,
     *,
     allow_partial: bool = False,
     optional_kernels: bool = True,
@@ -176,13 +176,12 @@ def runnable_presets(spec: ModelSpec) -> list[str]:
     """Shipped presets whose required cells the model's row supports and whose degrees fit its shape."""
     from llmpt.models.shape import check_model_shape
     from llmpt.strategies.presets import list_presets, resolve_strategy
-    from llmpt.strategies.validate import resolve_degrees
 
     row = load_matrix().row(spec.matrix_row)
     out = []
     for name in list_presets():
         s = resolve_strategy(name)
-        d = resolve_degrees(s, s.parallel.model_degree * (s.parallel.dp or 1))
+        d = s.parallel.dims.smallest(s.name)
         if not row_supports(row, needed_cells(s, d)):
             continue
         try:

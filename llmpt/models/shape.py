@@ -5,10 +5,10 @@ from __future__ import annotations
 from llmpt.errors import ModelError
 from llmpt.models.registry import ModelSpec, padded_vocab
 from llmpt.strategies.schema import Strategy
-from llmpt.strategies.validate import Degrees
+from llmpt.strategies.parallel_dims import ParallelDims
 
 
-def check_model_shape(spec: ModelSpec, s: Strategy, d: Degrees, seq_len: int, from_scratch: bool = True) -> None:
+def check_model_shape(spec: ModelSpec, s: Strategy, d: ParallelDims, seq_len: int, from_scratch: bool = True) -> None:
     """Raise ModelError for the first dimension the strategy cannot split."""
     name = s.name
     if d.tp > 1:

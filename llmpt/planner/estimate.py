@@ -24,7 +24,7 @@ from llmpt.models.registry import ModelSpec
 from llmpt.planner.devices import Device
 from llmpt.planner.shapes import ParamGroups, dims, forward_flops_per_token, param_groups
 from llmpt.strategies.schema import Strategy
-from llmpt.strategies.validate import Degrees
+from llmpt.strategies.parallel_dims import ParallelDims
 
 MiB = 2**20
 # Calibrated on the seed's 8xA100 table (bench/plan_vs_seed.py): what Paddle allocates beyond the tensors counted
@@ -44,7 +44,7 @@ class Layout:
 
     spec: ModelSpec
     strategy: Strategy
-    degrees: Degrees
+    degrees: ParallelDims
     seq_len: int
     nproc_per_node: int
     from_scratch: bool = True
@@ -326,29 +326,15 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
 RECOMPUTE_ORDER = ("off", "core_attn", "full_attn", "full")
 
 
-def renamed(s: Strategy, degrees: Degrees, **parallel) -> Strategy:
+def renamed(s: Strategy, degrees: ParallelDims, **parallel) -> Strategy:
     """`s` with new parallel fields / recompute granularity, under its canonical name."""
-    from llmpt.strategies.grammar import NameParts, format_name
+    from llmpt.strategies.grammar import rename
 
     granularity = parallel.pop("granularity", s.recompute.granularity)
-    p = s.parallel.model_copy(update=parallel)
-    parts = NameParts(
-        dp=p.dp,
-        tp=p.tp,
-        pp=p.pp,
-        sep=p.sep,
-        cp=p.cp,
-        sd=p.sharding,
-        stage=p.stage if p.sharding > 1 else 1,
-        offload=p.offload,
-        virtual_pp=p.virtual_pp,
-        sequence_parallel=p.sequence_parallel,
-        recompute=granularity,
-    )
     return s.model_copy(
         update={
-            "name": format_name(parts),
-            "parallel": p,
+            "name": rename(s.name, granularity, **parallel),
+            "parallel": s.parallel.model_copy(update=parallel),
             "recompute": s.recompute.model_copy(update={"granularity": granularity}),
         }
     )

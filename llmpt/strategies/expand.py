@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmpt.strategies.schema import Strategy
-from llmpt.strategies.validate import Degrees, resolve_degrees
+from llmpt.strategies.parallel_dims import ParallelDims
 
 # PaddleNLP's default hybrid_parallel_topo_order "pp_first" with segment parallel available (Paddle >= 2.6).
 TOPOLOGY_ORDER = ("dp", "pp", "sharding", "sep", "mp")
@@ -21,7 +21,7 @@ class Expansion:
     """Everything a launch needs to know about the parallel layout."""
 
     world_size: int
-    degrees: Degrees
+    degrees: ParallelDims  # resolved: dp known
     hybrid_configs: dict[str, Any]
     pipeline_configs: dict[str, Any]
     training_args: dict[str, Any]
@@ -30,13 +30,12 @@ class Expansion:
     @property
     def uses_hybrid_parallel(self) -> bool:
         """PaddleNLP calls fleet.init with a hybrid strategy only when some axis besides dp is > 1."""
-        d = self.degrees
-        return max(d.tp, d.pp, d.sharding, d.sep, d.cp) > 1
+        return self.degrees.splits_model
 
 
 def expand(s: Strategy, world_size: int, world_flag: str = "world size") -> Expansion:
     """Expand a checked strategy for `world_size` ranks (devices x nodes)."""
-    d = resolve_degrees(s, world_size, world_flag)
+    d = s.parallel.dims.for_world(world_size, s.name, world_flag)
     return Expansion(
         world_size=world_size,
         degrees=d,
@@ -50,14 +49,14 @@ def expand(s: Strategy, world_size: int, world_flag: str = "world size") -> Expa
     )
 
 
-def _sharding_word(s: Strategy, d: Degrees) -> str:
+def _sharding_word(s: Strategy, d: ParallelDims) -> str:
     if d.sharding == 1:
         return ""
     word = f"stage{s.parallel.stage}"
     return f"{word} offload" if s.parallel.offload else word
 
 
-def _training_args(s: Strategy, d: Degrees) -> dict[str, Any]:
+def _training_args(s: Strategy, d: ParallelDims) -> dict[str, Any]:
     p, rc, prec, ov, k = s.parallel, s.recompute, s.precision, s.overlap, s.kernels
     recompute_on = rc.granularity != "off"
     return {
@@ -96,14 +95,13 @@ def _training_args(s: Strategy, d: Degrees) -> dict[str, Any]:
     }
 
 
-def _hybrid_configs(s: Strategy, d: Degrees) -> dict[str, Any]:
+def _hybrid_configs(s: Strategy, d: ParallelDims) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "dp_degree": d.dp,
         "mp_degree": d.tp,
         "pp_degree": d.pp,
         "sharding_degree": d.sharding,
-        # fleet has one sequence axis; PaddleNLP puts whichever of sep/cp is in use on it
-        "sep_degree": d.sep if d.sep > 1 else d.cp,
+        "sep_degree": d.sequence_degree,
         "order": list(TOPOLOGY_ORDER),
     }
     if d.pp > 1:
@@ -127,7 +125,7 @@ def _pipeline_configs(s: Strategy) -> dict[str, Any]:
     }
 
 
-def _pp_configs(s: Strategy, d: Degrees) -> dict[str, Any]:
+def _pp_configs(s: Strategy, d: ParallelDims) -> dict[str, Any]:
     ov = s.overlap.pipeline_parallel
     comm_overlap = "enable_sharding_comm_overlap" in ov or "enable_dp_comm_overlap" in ov
     return {
@@ -160,7 +158,7 @@ def _mp_configs(s: Strategy) -> dict[str, Any]:
     return cfg
 
 
-def _sharding_configs(s: Strategy, d: Degrees) -> dict[str, Any]:
+def _sharding_configs(s: Strategy, d: ParallelDims) -> dict[str, Any]:
     ov = s.overlap.sharding
     cfg: dict[str, Any] = {
         "split_param": "split_param" in ov,

@@ -27,12 +27,7 @@ def presets_dir() -> Path:
 def list_presets() -> list[str]:
     """Names of the shipped presets, sorted by world size then name."""
     names = [p.stem for p in presets_dir().glob("*.yaml")]
-    return sorted(names, key=lambda n: (_min_ranks(n), n))
-
-
-def _min_ranks(name: str) -> int:
-    p = parse_name(name)
-    return (p.dp or 1) * p.tp * p.pp * p.sd * p.sep * p.cp
+    return sorted(names, key=lambda n: (parse_name(n).parallel.dims.min_ranks, n))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -84,18 +79,7 @@ def build_strategy(parts: NameParts, sections: dict[str, Any], source: str) -> S
         **sections,
         "name": format_name(parts),
         "recompute": recompute,
-        "parallel": {
-            "dp": parts.dp,
-            "tp": parts.tp,
-            "pp": parts.pp,
-            "sharding": parts.sd,
-            "sep": parts.sep,
-            "cp": parts.cp,
-            "stage": parts.stage,
-            "offload": parts.offload,
-            "sequence_parallel": parts.sequence_parallel,
-            "virtual_pp": parts.virtual_pp,
-        },
+        "parallel": parts.parallel,
     }
     try:
         strategy = Strategy.model_validate(data)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmpt.strategies.parallel_dims import AXES, ParallelDims
 
 # PaddleNLP's accepted option words for the *_parallel_config strings
 # (paddlenlp/trainer/training_args.py, 3.0.0b4). Anything else makes TrainingArguments raise.
@@ -77,9 +79,14 @@ class ParallelConfig(_Section):
     virtual_pp: int = Field(1, ge=1, description="Virtual pipeline stages per rank (interleaved 1F1B).")
 
     @property
-    def model_degree(self) -> int:
-        """Ranks one model replica spans, before data parallel."""
-        return self.tp * self.pp * self.sharding * self.sep * self.cp
+    def dims(self) -> ParallelDims:
+        """The degrees alone (dp None = derived from the world size): the one object that does arithmetic on them."""
+        return ParallelDims(**{a: getattr(self, a) for a in AXES})
+
+    @classmethod
+    def from_dims(cls, dims: ParallelDims, **rest: Any) -> ParallelConfig:
+        """Degrees plus the layout's other fields (stage, offload, virtual_pp, sequence_parallel)."""
+        return cls(**dims.to_dict(), **rest)
 
 
 class RecomputeConfig(_Section):

@@ -29,7 +29,7 @@ DEGREE_FIELDS = (
 def _cases():
     for name in list_presets():
         s = resolve_strategy(name)
-        base = s.parallel.model_degree * (s.parallel.dp or 1)
+        base = s.parallel.dims.min_ranks
         yield pytest.param(name, base, id=f"{name}@{base}")
         if s.parallel.dp is None and base <= 32:
             yield pytest.param(name, 2 * base, id=f"{name}@{2 * base}")

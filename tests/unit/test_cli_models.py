@@ -23,10 +23,10 @@ def _err(result) -> str:
 @pytest.mark.parametrize("model_id", SEED_ID_LIST)
 def test_plan_every_seed_id_with_a_supported_strategy(cli, model_id):
     spec = resolve_model(model_id)
-    eight = [n for n in runnable_presets(spec) if resolve_strategy(n).parallel.model_degree * 1 in (2, 4, 8)]
+    eight = [n for n in runnable_presets(spec) if resolve_strategy(n).parallel.dims.model_degree in (2, 4, 8)]
     name = "tp2sd4_stage2" if "tp2sd4_stage2" in eight else eight[-1]
     s = resolve_strategy(name)
-    gpus = s.parallel.model_degree * (s.parallel.dp or 1)
+    gpus = s.parallel.dims.min_ranks
     r = cli("plan", model_id, "--strategy", name, "--gpus", str(gpus), "--json")
     assert r.exit_code == 0, r.stderr
     m = json.loads(r.stdout)["model"]

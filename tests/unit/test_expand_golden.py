@@ -21,7 +21,7 @@ def _expansions() -> dict[str, dict]:
     out = {}
     for name in list_presets():
         s = resolve_strategy(name)
-        world = s.parallel.model_degree * (s.parallel.dp or 1)
+        world = s.parallel.dims.min_ranks
         e = expand(s, world)
         out[f"{name}@{world}"] = {
             "hybrid_configs": e.hybrid_configs,

@@ -8,6 +8,7 @@ import pytest
 
 from llmpt.errors import StrategyError
 from llmpt.strategies.grammar import NameParts, format_name, parse_name
+from llmpt.strategies.schema import ParallelConfig
 from llmpt.strategies.presets import list_presets
 
 CANONICAL = [
@@ -34,9 +35,11 @@ def test_format_inverts_parse(name):
 
 def test_parse_reads_every_part():
     p = parse_name("dp2tp4pp2sd2_stage1_vpp3_sp_rc")
-    assert p == NameParts(dp=2, tp=4, pp=2, sd=2, stage=1, virtual_pp=3, sequence_parallel=True, recompute="full")
-    assert parse_name("tp2sd4_stage2") == NameParts(tp=2, sd=4, stage=2)
-    assert parse_name("dp1") == NameParts(dp=1)
+    assert p == NameParts(
+        ParallelConfig(dp=2, tp=4, pp=2, sharding=2, stage=1, virtual_pp=3, sequence_parallel=True), "full"
+    )
+    assert parse_name("tp2sd4_stage2") == NameParts(ParallelConfig(tp=2, sharding=4, stage=2))
+    assert parse_name("dp1") == NameParts(ParallelConfig(dp=1))
 
 
 def test_parse_inverts_format_over_the_grammar():
@@ -53,17 +56,17 @@ def test_parse_inverts_format_over_the_grammar():
         (False, True),
         ("off", "full", "full_attn", "core_attn"),
     ):
-        parts = NameParts(
+        parallel = ParallelConfig(
             dp=dp,
             tp=tp,
             pp=pp,
-            sd=sd,
+            sharding=sd,
             stage=stage if sd > 1 else 1,
             offload=offload,
             virtual_pp=vpp,
             sequence_parallel=sp,
-            recompute=rc,
         )
+        parts = NameParts(parallel, rc)
         try:
             name = format_name(parts)
             parsed = parse_name(name)
