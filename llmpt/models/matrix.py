@@ -11,8 +11,8 @@ import yaml
 
 from llmpt.errors import ModelError
 from llmpt.models.registry import ModelSpec
-from llmpt.strategies.schema import Strategy
 from llmpt.strategies.parallel_dims import ParallelDims
+from llmpt.strategies.schema import Strategy
 
 MATRIX_PATH = Path(__file__).with_name("matrix.yaml")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from llmpt.errors import ModelError
 from llmpt.models.registry import ModelSpec, padded_vocab
-from llmpt.strategies.schema import Strategy
 from llmpt.strategies.parallel_dims import ParallelDims
+from llmpt.strategies.schema import Strategy
 
 
 def check_model_shape(spec: ModelSpec, s: Strategy, d: ParallelDims, seq_len: int, from_scratch: bool = True) -> None:

@@ -23,8 +23,8 @@ from typing import Any
 from llmpt.models.registry import ModelSpec
 from llmpt.planner.devices import Device
 from llmpt.planner.shapes import ParamGroups, dims, forward_flops_per_token, param_groups
-from llmpt.strategies.schema import Strategy
 from llmpt.strategies.parallel_dims import ParallelDims
+from llmpt.strategies.schema import Strategy
 
 MiB = 2**20
 # Calibrated on the seed's 8xA100 table (bench/plan_vs_seed.py): what Paddle allocates beyond the tensors counted

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmpt.strategies.schema import Strategy
 from llmpt.strategies.parallel_dims import ParallelDims
+from llmpt.strategies.schema import Strategy
 
 # PaddleNLP's default hybrid_parallel_topo_order "pp_first" with segment parallel available (Paddle >= 2.6).
 TOPOLOGY_ORDER = ("dp", "pp", "sharding", "sep", "mp")

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("paddle")
 pytestmark = [pytest.mark.paddle, pytest.mark.slow]
 
 
-def test_doctor_on_cpu_passes_with_real_measurements(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "llmpt.cli", "doctor", "--json", "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout)
+def test_doctor_on_cpu_passes_with_real_measurements(llmpt, tmp_path):
+    out = llmpt.json("doctor", "--json", "-o", tmp_path)
     checks = {c["name"]: c for c in out["checks"]}
     assert out["ok"] is True
     assert checks["mode"]["detail"] == "CPU mode: no GPU visible to paddle"

@@ -7,14 +7,14 @@ reproduce the one-node dp2 run's losses."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.integration.conftest import losses
 
 pytest.importorskip("paddlenlp")
 pytestmark = [pytest.mark.paddle, pytest.mark.slow]
@@ -24,19 +24,7 @@ COMMON = (
     "--set", "strategy.batch.micro_batch_size=4", "--set", "strategy.batch.grad_accum=1",
     "--set", "train.report_to=none", "--set", "train.learning_rate=3e-3", "--set", "train.warmup_steps=2",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["LLMPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return e
-
-
-def llmpt(env, *args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmpt.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+TRAIN = ("train", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--max-steps", STEPS, "--json")
 
 
 def done(proc: subprocess.Popen) -> dict:
@@ -51,15 +39,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def losses(summary: dict) -> list[float]:
-    return [p["loss"] for p in summary["losses"]]
-
-
 @pytest.fixture(scope="module")
-def one_node(env, tmp_path_factory):
+def one_node(llmpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "run"
-    train = ("train", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--max-steps", STEPS, "--json")
-    return losses(done(llmpt(env, *train, "--gpus", "2", "-o", str(out), *COMMON)))
+    return losses(llmpt.json(*TRAIN, "--gpus", "2", "-o", out, *COMMON))
 
 
 def _same(a: list[float], b: list[float]) -> None:
@@ -67,12 +50,11 @@ def _same(a: list[float], b: list[float]) -> None:
     assert max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True)) < 1e-5, (a, b)
 
 
-def test_two_train_launchers_as_two_nodes_match_one_node(env, tmp_path, one_node):
+def test_two_train_launchers_as_two_nodes_match_one_node(llmpt, tmp_path, one_node):
     master = f"127.0.0.1:{free_port()}"
-    train = ("train", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--max-steps", STEPS, "--json")
     nodes = [
-        llmpt(env, *train, "--gpus", "1", "--nnodes", "2", "--master", master, "--node-rank", str(r),
-              "-o", str(tmp_path / f"node{r}"), *COMMON)
+        llmpt.start(*TRAIN, "--gpus", "1", "--nnodes", "2", "--master", master, "--node-rank", str(r),
+                    "-o", tmp_path / f"node{r}", *COMMON)
         for r in (0, 1)
     ]  # fmt: skip
     first, second = done(nodes[0]), done(nodes[1])
@@ -85,24 +67,24 @@ def test_two_train_launchers_as_two_nodes_match_one_node(env, tmp_path, one_node
     assert (tmp_path / "node0" / "logs" / "node0" / "workerlog.0").is_file()
 
 
-def test_launch_script_files_run_the_same_run_yaml_on_each_node(env, tmp_path, one_node):
+def test_launch_script_files_run_the_same_run_yaml_on_each_node(llmpt, tmp_path, one_node):
     out = tmp_path / "shared"
     args = ("llama-tiny", "--strategy", "dp2", "--device", "cpu", "--gpus", "1", "--nnodes", "2",
             "--max-steps", STEPS, "-o", str(out), "--json", *COMMON)  # fmt: skip
-    written = done(llmpt(env, "launch-script", *args, "--slurm"))
+    written = llmpt.json("launch-script", *args, "--slurm")
     script = Path(written["script"]).read_text()
     assert subprocess.run(["bash", "-n", written["script"]]).returncode == 0
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
     assert f"run-node {out / 'run.yaml'}" in script and '--node-rank "$SLURM_NODEID"' in script
     run_yaml = (out / "run.yaml").read_text()
-    k8s = done(llmpt(env, "launch-script", *args, "--k8s", "--overwrite", "--image", "reg/llmpt:1"))
+    k8s = llmpt.json("launch-script", *args, "--k8s", "--overwrite", "--image", "reg/llmpt:1")
     config_map, job = yaml.safe_load_all(Path(k8s["script"]).read_text())
     assert config_map["data"]["run.yaml"] == (out / "run.yaml").read_text() == run_yaml
     assert job["kind"] == "PaddleJob" and job["spec"]["worker"]["replicas"] == 2
     # the nodes: one run.yaml, one shared run directory, `llmpt run-node` on each
     master = f"127.0.0.1:{free_port()}"
     nodes = [
-        llmpt(env, "run-node", str(out / "run.yaml"), "--master", master, "--node-rank", str(r), "--json")
+        llmpt.start("run-node", str(out / "run.yaml"), "--master", master, "--node-rank", str(r), "--json")
         for r in (0, 1)
     ]
     first, second = done(nodes[0]), done(nodes[1])

@@ -31,10 +31,9 @@ def _sample_corpus(path: Path, n: int = 120) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shipped") / "kjv"
-    r = prepare_data(None, output=str(out))
-    return r, out
+def shipped(shipped_corpus):
+    """prepare_data(None): the shipped corpus, as the session prepared it (tests/integration/conftest.py)."""
+    return shipped_corpus.result, shipped_corpus.prefix
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,21 +11,13 @@ pytest.importorskip("paddlenlp")
 pytestmark = [pytest.mark.paddle, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["LLMPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return e
+def llmpt_in(llmpt, cwd: Path, *args):
+    """`llmpt ARGS` in `cwd` (rehearse writes ./runs there), exit code left to the test."""
+    return llmpt(*args, cwd=cwd, check=False, timeout=900)
 
 
-def llmpt(env, cwd, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "llmpt.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
-    )
-
-
-def test_rehearse_passes_every_stage_on_the_exact_topology(env, tmp_path):
-    r = llmpt(env, tmp_path, "rehearse", "qwen-7b", "--strategy", "tp2sd2_stage2", "--json")
+def test_rehearse_passes_every_stage_on_the_exact_topology(llmpt, tmp_path):
+    r = llmpt_in(llmpt, tmp_path, "rehearse", "qwen-7b", "--strategy", "tp2sd2_stage2", "--json")
     out = json.loads(r.stdout)
     assert r.returncode == 0, (out, r.stderr[-2000:])
     assert out["ranks"] == 4 and out["passed"]
@@ -43,22 +33,22 @@ def test_rehearse_passes_every_stage_on_the_exact_topology(env, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # removed after a pass
 
 
-def test_rehearse_refuses_an_unsupported_cell_before_running(env, tmp_path):
-    r = llmpt(env, tmp_path, "rehearse", "opt-66b", "--strategy", "tp2", "--json")
+def test_rehearse_refuses_an_unsupported_cell_before_running(llmpt, tmp_path):
+    r = llmpt_in(llmpt, tmp_path, "rehearse", "opt-66b", "--strategy", "tp2", "--json")
     assert r.returncode == 2 and r.stdout == ""
     (line,) = r.stderr.splitlines()
     assert line.startswith("error: facebook/opt-66b does not support tensor parallel (tp2)")
     assert not (tmp_path / "runs").exists()
 
 
-def test_matrix_verify_stores_results_that_matrix_shows(env, tmp_path):
-    r = llmpt(env, tmp_path, "matrix", "--verify", "--model", "gpt3-13b", "--cells", "dp,fa")
+def test_matrix_verify_stores_results_that_matrix_shows(llmpt, tmp_path):
+    r = llmpt_in(llmpt, tmp_path, "matrix", "--verify", "--model", "gpt3-13b", "--cells", "dp,fa")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "GPT3         dp     verified" in r.stdout and "GPT3         fa     gpu-only" in r.stdout
-    shown = json.loads(llmpt(env, tmp_path, "matrix", "--json").stdout)
+    shown = json.loads(llmpt_in(llmpt, tmp_path, "matrix", "--json").stdout)
     gpt = next(row for row in shown["rows"] if row["name"] == "GPT3")
     assert gpt["cells"]["dp"]["cpu"]["status"] == "verified"
     assert gpt["cells"]["fa"]["cpu"]["status"] == "gpu-only"
     assert "cpu" not in gpt["cells"]["tp"]
-    r = llmpt(env, tmp_path, "matrix", "--verify", "--cells", "nope")
+    r = llmpt_in(llmpt, tmp_path, "matrix", "--verify", "--cells", "nope")
     assert r.returncode == 2 and "--cells nope: unknown column" in r.stderr

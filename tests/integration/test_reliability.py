@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,37 +45,20 @@ COMMON = (
 )
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["LLMPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return e
-
-
-def cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "llmpt.cli", "train", *COMMON, "--json", "-o", str(out), *extra]
-
-
-def run(env, out: Path, *extra: str) -> dict:
-    r = subprocess.run(cmd(out, *extra), capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {p["step"]: p["loss"] for p in json.loads(r.stdout)["losses"]}
+def run(llmpt, out: Path, *extra: str) -> dict:
+    summary = llmpt.json("train", *COMMON, "--json", "-o", out, *extra)
+    return {p["step"]: p["loss"] for p in summary["losses"]}
 
 
 @pytest.fixture(scope="module")
-def reference(env, tmp_path_factory):
-    return run(env, tmp_path_factory.mktemp("ref") / "run")
+def reference(llmpt, tmp_path_factory):
+    return run(llmpt, tmp_path_factory.mktemp("ref") / "run")
 
 
-def start(env, out: Path) -> subprocess.Popen:
+def start(llmpt, out: Path) -> subprocess.Popen:
     # SIGINT at its default even if this test runs as a background job (where the shell ignores it for children)
-    return subprocess.Popen(
-        cmd(out),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    return llmpt.start(
+        "train", *COMMON, "--json", "-o", out, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
 
 
@@ -107,8 +89,8 @@ def rank_processes(out: Path) -> list[int]:
     return found
 
 
-def assert_resumes_exactly(env, out: Path, reference: dict, after: int) -> None:
-    resumed = run(env, out, "--resume")  # the curve across attempts: later records win
+def assert_resumes_exactly(llmpt, out: Path, reference: dict, after: int) -> None:
+    resumed = run(llmpt, out, "--resume")  # the curve across attempts: later records win
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     last_begin = max(i for i, r in enumerate(records) if r["event"] == "begin")
     steps = [r["step"] for r in records[last_begin:] if r["event"] == "step"]
@@ -117,9 +99,9 @@ def assert_resumes_exactly(env, out: Path, reference: dict, after: int) -> None:
         assert abs(resumed[step] - reference[step]) <= 1e-5, (step, resumed[step], reference[step])
 
 
-def test_sigkill_of_one_rank_stops_the_job_and_resume_is_exact(env, tmp_path, reference):
+def test_sigkill_of_one_rank_stops_the_job_and_resume_is_exact(llmpt, tmp_path, reference):
     out = tmp_path / "run"
-    proc = start(env, out)
+    proc = start(llmpt, out)
     wait_for_step(out, 13, proc)  # checkpoint-12 is written and marked by now
     victim = int((out / "ranks" / "rank1.pid").read_text().split()[0])  # "PID HOST"
     os.kill(victim, signal.SIGKILL)
@@ -134,12 +116,12 @@ def test_sigkill_of_one_rank_stops_the_job_and_resume_is_exact(env, tmp_path, re
     assert rank_processes(out) == []  # rank 0 did not hang in its collective
     assert last_complete(out).name >= "checkpoint-12"
     after = int(last_complete(out).name.split("-")[1])
-    assert_resumes_exactly(env, out, reference, after)
+    assert_resumes_exactly(llmpt, out, reference, after)
 
 
-def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(env, tmp_path, reference):
+def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(llmpt, tmp_path, reference):
     out = tmp_path / "run"
-    proc = start(env, out)
+    proc = start(llmpt, out)
     wait_for_step(out, 9, proc)
     proc.send_signal(signal.SIGINT)  # what a terminal sends to llmpt (the ranks run in their own session)
     _, err = proc.communicate(timeout=60)
@@ -161,15 +143,15 @@ def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(env, tmp_pa
     with biggest.open("r+b") as f:
         f.truncate(biggest.stat().st_size // 2)
     assert last_complete(out) == ckpt
-    assert_resumes_exactly(env, out, reference, step)
+    assert_resumes_exactly(llmpt, out, reference, step)
     assert all((p / MARKER).is_file() for p in out.glob("checkpoint-*"))  # the cut-short one was cleared
 
 
-def test_stop_at_step_then_resume_is_exact(env, tmp_path, reference):
+def test_stop_at_step_then_resume_is_exact(llmpt, tmp_path, reference):
     """A planned stop (train.stop_at_step) saves where it stops and keeps the full schedule."""
     out = tmp_path / "run"
-    first = run(env, out, "--set", "train.stop_at_step=10")
+    first = run(llmpt, out, "--set", "train.stop_at_step=10")
     assert sorted(first) == list(range(1, 11))
     assert all(abs(first[s] - reference[s]) <= 1e-6 * abs(reference[s]) for s in first)
     assert last_complete(out).name == "checkpoint-10"
-    assert_resumes_exactly(env, out, reference, 10)
+    assert_resumes_exactly(llmpt, out, reference, 10)

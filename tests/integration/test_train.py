@@ -1,127 +1,32 @@
 """`llmpt train` for real: paddle.distributed.launch, PaddleNLP's Trainer, CPU ranks over gloo.
 
-Numbers checked: the loss falls; dp2 equals dp1 at equal global batch; a run stopped at step 10 and resumed
-equals the uninterrupted run step by step (tests/integration/test_reliability.py); every trainable family's tiny
-model trains."""
+Numbers checked: the loss falls; dp2 and sharding stage 1 equal dp1 at equal global batch; a run stopped at step
+10 and resumed equals the uninterrupted run step by step (tests/integration/test_reliability.py); every trainable
+family's tiny model trains."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import losses
+
 pytest.importorskip("paddlenlp")
 pytestmark = [pytest.mark.paddle, pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["LLMPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # the shipped corpus, prepared once here
-    return e
-
-
-def llmpt(env, *args, check=True, timeout=600):
-    r = subprocess.run(
-        [sys.executable, "-m", "llmpt.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    if check and r.returncode != 0:
-        raise AssertionError(f"llmpt {' '.join(args)} exited {r.returncode}\n{r.stderr[-3000:]}")
-    return r
-
-
-def train(env, out: Path, *args) -> dict:
-    r = llmpt(
-        env, "train", "llama-tiny", "--device", "cpu", "--json", "--set", "train.report_to=none", "-o", str(out), *args
-    )
-    return json.loads(r.stdout)
-
-
-def losses(summary) -> list[float]:
-    return [p["loss"] for p in summary["losses"]]
-
-
 BATCH8 = ("--set", "train.warmup_steps=5", "--set", "train.learning_rate=3e-3")
-
-
-@pytest.fixture(scope="module")
-def dp1_30(env, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "dp1"
-    return out, train(
-        env,
-        out,
-        "--strategy",
-        "dp1",
-        "--max-steps",
-        "30",
-        "--set",
-        "strategy.batch.micro_batch_size=8",
-        "--set",
-        "strategy.batch.grad_accum=1",
-        *BATCH8,
-    )
-
-
-def test_dp1_trains_30_steps_with_falling_loss(dp1_30):
-    _, dp1_30 = dp1_30
-    ls = losses(dp1_30)
-    assert dp1_30["steps"] == 30 and len(ls) == 30
-    assert sum(ls[-5:]) / 5 < ls[0] - 1.0, ls
-    assert dp1_30["tokens_per_card_per_sec"] > 0 and dp1_30["peak_memory_mb"] > 100
-
-
-def test_dp2_equals_dp1_at_equal_global_batch(env, tmp_path, dp1_30):
-    dp2 = train(
-        env,
-        tmp_path / "dp2",
-        "--strategy",
-        "dp2",
-        "--max-steps",
-        "30",
-        "--set",
-        "strategy.batch.micro_batch_size=4",
-        "--set",
-        "strategy.batch.grad_accum=1",
-        *BATCH8,
-    )
-    a, b = losses(dp1_30[1]), losses(dp2)
-    assert len(b) == 30
-    rel = max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True))
-    assert rel < 1e-4, (rel, a, b)
-    assert sum(losses(dp2)[-5:]) / 5 < losses(dp2)[0] - 1.0
-
-
-def test_sharding_stage1_equals_dp1(env, tmp_path, dp1_30):
-    sd = train(
-        env,
-        tmp_path / "sd2",
-        "--strategy",
-        "sd2_stage1",
-        "--max-steps",
-        "30",
-        "--set",
-        "strategy.batch.micro_batch_size=4",
-        "--set",
-        "strategy.batch.grad_accum=1",
-        *BATCH8,
-    )
-    rel = max(abs(x - y) / abs(x) for x, y in zip(losses(dp1_30[1]), losses(sd), strict=True))
-    assert rel < 1e-4, rel
-    # stage 1 shards the Adam moments: the planner's per-rank half, summed over the ranks, is what they hold
-    est = planned(tmp_path / "sd2")
-    held = [r["tensor_bytes"] for r in ranks(tmp_path / "sd2")]
-    moments = sum(h["optimizer_moments"] for h in held)
-    assert moments == 8 * est["params_per_card"]
-    assert moments == pytest.approx(est["memory_mb"]["optimizer_moments"] * 2 * MB, abs=200)
-    assert all(h["weights"] == h["gradients"] == 4 * est["params_per_card"] for h in held)
-
-
+MBS4 = ("--set", "strategy.batch.micro_batch_size=4", "--set", "strategy.batch.grad_accum=1")  # x 2 ranks = 8
 MB = 2**20
+
+
+def train(llmpt, out: Path, *args) -> dict:
+    return llmpt.json(
+        "train", "llama-tiny", "--device", "cpu", "--json", "--set", "train.report_to=none", "-o", out, *args
+    )
 
 
 def planned(out: Path) -> dict:
@@ -132,6 +37,55 @@ def planned(out: Path) -> dict:
 
 def ranks(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
+
+
+@pytest.fixture(scope="module")
+def dp1_30(llmpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dp1"
+    mbs8 = ("--set", "strategy.batch.micro_batch_size=8", "--set", "strategy.batch.grad_accum=1")
+    return out, train(llmpt, out, "--strategy", "dp1", "--max-steps", "30", *mbs8, *BATCH8)
+
+
+@pytest.fixture(scope="module")
+def two_rank_30(llmpt, tmp_path_factory):
+    """`strategy -> (out, summary)` of a 30-step two-rank run at dp1_30's global batch, run on first use."""
+    runs: dict[str, tuple[Path, dict]] = {}
+
+    def get(strategy: str) -> tuple[Path, dict]:
+        if strategy not in runs:
+            out = tmp_path_factory.mktemp("runs") / strategy
+            runs[strategy] = out, train(llmpt, out, "--strategy", strategy, "--max-steps", "30", *MBS4, *BATCH8)
+        return runs[strategy]
+
+    return get
+
+
+def test_dp1_trains_30_steps_with_falling_loss(dp1_30):
+    _, dp1_30 = dp1_30
+    ls = losses(dp1_30)
+    assert dp1_30["steps"] == 30 and len(ls) == 30
+    assert sum(ls[-5:]) / 5 < ls[0] - 1.0, ls
+    assert dp1_30["tokens_per_card_per_sec"] > 0 and dp1_30["peak_memory_mb"] > 100
+
+
+@pytest.mark.parametrize("strategy", ["dp2", "sd2_stage1"])
+def test_two_ranks_equal_dp1_at_equal_global_batch(dp1_30, two_rank_30, strategy):
+    a, b = losses(dp1_30[1]), losses(two_rank_30(strategy)[1])
+    assert len(b) == 30
+    rel = max(abs(x - y) / abs(x) for x, y in zip(a, b, strict=True))
+    assert rel < 1e-4, (rel, a, b)
+    assert sum(b[-5:]) / 5 < b[0] - 1.0
+
+
+def test_sharding_stage1_holds_the_planned_share_of_the_moments(two_rank_30):
+    # stage 1 shards the Adam moments: the planner's per-rank half, summed over the ranks, is what they hold
+    out, _ = two_rank_30("sd2_stage1")
+    est = planned(out)
+    held = [r["tensor_bytes"] for r in ranks(out)]
+    moments = sum(h["optimizer_moments"] for h in held)
+    assert moments == 8 * est["params_per_card"]
+    assert moments == pytest.approx(est["memory_mb"]["optimizer_moments"] * 2 * MB, abs=200)
+    assert all(h["weights"] == h["gradients"] == 4 * est["params_per_card"] for h in held)
 
 
 def test_planner_bytes_match_a_real_cpu_run(dp1_30):
@@ -157,77 +111,46 @@ def test_planner_bytes_match_a_real_cpu_run(dp1_30):
 
 
 @pytest.mark.parametrize("model", ["qwen-tiny", "gpt-tiny", "opt-tiny", "bloom-tiny", "chatglm2-tiny", "baichuan-tiny"])
-def test_every_trainable_family_trains(env, tmp_path, model):
-    r = llmpt(
-        env,
-        "train",
-        model,
-        "--strategy",
-        "dp1",
-        "--device",
-        "cpu",
-        "--json",
-        "--max-steps",
-        "12",
-        "--set",
-        "train.report_to=none",
-        "--set",
-        "strategy.batch.grad_accum=2",
-        "-o",
-        str(tmp_path / model),
-        *BATCH8,
-    )
-    ls = losses(json.loads(r.stdout))
+def test_every_trainable_family_trains(llmpt, tmp_path, model):
+    summary = llmpt.json(
+        "train", model, "--strategy", "dp1", "--device", "cpu", "--json", "--max-steps", "12",
+        "--set", "train.report_to=none", "--set", "strategy.batch.grad_accum=2", "-o", tmp_path / model, *BATCH8,
+    )  # fmt: skip
+    ls = losses(summary)
     assert len(ls) == 12 and ls[-1] < ls[0], ls
 
 
 @pytest.mark.parametrize(
     "model,fragment", [("chatglm-tiny", "needs a 4-D attention mask"), ("glm-tiny", "no causal-LM class")]
 )
-def test_untrainable_families_are_refused_before_launch(env, tmp_path, model, fragment):
-    r = llmpt(env, "train", model, "--strategy", "dp1", "--device", "cpu", "-o", str(tmp_path / "x"), check=False)
+def test_untrainable_families_are_refused_before_launch(llmpt, tmp_path, model, fragment):
+    r = llmpt("train", model, "--strategy", "dp1", "--device", "cpu", "-o", tmp_path / "x", check=False)
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
 
 
-def test_failing_rank_exits_nonzero_and_shows_its_log(env, tmp_path, dp1_30):
-    import shutil
-
+def test_failing_rank_exits_nonzero_and_shows_its_log(llmpt, tmp_path, dp1_30):
     out, _ = dp1_30
     bad = tmp_path / "init"
     bad.mkdir()
     shutil.copy(out / "config.json", bad / "config.json")
     (bad / "model_state.pdparams").write_bytes((out / "model_state.pdparams").read_bytes()[:1000])
     r = llmpt(
-        env,
-        "train",
-        "llama-tiny",
-        "--strategy",
-        "dp2",
-        "--device",
-        "cpu",
-        "--init-from",
-        str(bad),
-        "--max-steps",
-        "3",
-        "-o",
-        str(tmp_path / "run"),
-        check=False,
-    )
+        "train", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--init-from", bad, "--max-steps", "3",
+        "-o", tmp_path / "run", check=False,
+    )  # fmt: skip
     assert r.returncode == 1, r.stderr
     # the launcher's word for the first failed rank: "rank 0 exited with code 1"
     assert re.search(r"training failed: rank [01] exited with code 1 \(logs: ", r.stderr), r.stderr[-2000:]
     assert "ValueError: `paddle.load` can not parse the file" in r.stderr  # the rank's own last log lines follow
 
 
-def test_init_from_refusals(env, tmp_path):
+def test_init_from_refusals(llmpt, tmp_path):
     init = tmp_path / "a"
     init.mkdir()
 
     def refusal(config_json: str) -> str:
         (init / "config.json").write_text(config_json)
-        r = llmpt(
-            env, "train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--init-from", str(init), check=False
-        )
+        r = llmpt("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--init-from", init, check=False)
         assert r.returncode == 2, r.stderr
         return r.stderr
 
@@ -257,21 +180,7 @@ def test_outputs_of_a_run(dp1_30):
     assert summary["final_loss"] == summary["losses"][-1]["loss"]
 
 
-def test_init_from_a_trained_checkpoint_starts_where_it_ended(env, tmp_path, dp1_30):
+def test_init_from_a_trained_checkpoint_starts_where_it_ended(llmpt, tmp_path, dp1_30):
     out, first = dp1_30
-    again = train(
-        env,
-        tmp_path / "cont",
-        "--strategy",
-        "dp2",
-        "--init-from",
-        str(out),
-        "--max-steps",
-        "3",
-        "--set",
-        "strategy.batch.micro_batch_size=4",
-        "--set",
-        "strategy.batch.grad_accum=1",
-        *BATCH8,
-    )
+    again = train(llmpt, tmp_path / "cont", "--strategy", "dp2", "--init-from", out, "--max-steps", "3", *MBS4, *BATCH8)
     assert losses(again)[0] < losses(first)[0] - 1.0

@@ -8,8 +8,8 @@ import pytest
 
 from llmpt.errors import StrategyError
 from llmpt.strategies.grammar import NameParts, format_name, parse_name
-from llmpt.strategies.schema import ParallelConfig
 from llmpt.strategies.presets import list_presets
+from llmpt.strategies.schema import ParallelConfig
 
 CANONICAL = [
     "dp1",
