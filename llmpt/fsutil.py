@@ -12,3 +12,9 @@ def probe_writable(directory: Path) -> None:
     probe = directory / f".llmpt-write-test-{os.getpid()}"
     probe.write_bytes(b"")
     probe.unlink()
+
+
+def cache_dir() -> Path:
+    """llmpt's cache (prepared shipped corpus, verified data hashes, matrix --verify results): $LLMPT_CACHE or
+    ~/.cache/llmpt."""
+    return Path(os.environ.get("LLMPT_CACHE", Path.home() / ".cache" / "llmpt"))

@@ -15,9 +15,9 @@ from typing import Any
 from llmpt.errors import LlmptError
 from llmpt.launch.summary import read_metrics
 from llmpt.launch.supervise import TrainingFailed, prepare_output_dir, run_training
-from llmpt.models.registry import ModelSpec, all_models, resolve_model
-from llmpt.planning import make_plan
-from llmpt.resolve import TrainRequest, resolve_run
+from llmpt.models.registry import NOT_TRAINABLE, ModelSpec, all_models, resolve_model
+from llmpt.resolve import RunRequest, resolve_plan, resolve_run
+from llmpt.run_dir import EVENT_BEGIN, RunDir
 
 STEPS = 4
 SAVE_AT = 2
@@ -82,12 +82,12 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
     out = Path(output_dir or f"runs/rehearse-{spec.id.replace('/', '--')}-{strategy}")
     # bad input (an unknown or malformed strategy, a cell the matrix refuses, what CPU ranks cannot run) is
     # refused like everywhere else: LlmptError, exit 2, before anything runs
-    plan = make_plan(spec, strategy)  # capability matrix + real shapes, on the strategy's own world size
+    # capability matrix + real shapes, on the strategy's own world size
+    plan = resolve_plan(RunRequest(model=spec, strategy=strategy, local=False))
     plan_stage = Stage(
         "plan (real model, GPU topology)",
         True,
-        f"{plan.expansion.world_size} ranks, "
-        + " x ".join(f"{k}{v}" for k, v in plan.to_dict()["degrees"].items() if v > 1),
+        f"{plan.expansion.world_size} ranks, " + plan.expansion.degrees.describe(),
     )
     d = plan.expansion.degrees
     small = shrink(tiny_of(spec), d.tp, d.pp * plan.strategy.parallel.virtual_pp)
@@ -101,10 +101,10 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
         gpus=str(plan.expansion.world_size),
         max_steps=STEPS,
         save_steps=SAVE_AT,
-        set_items=["train.report_to=none", "train.warmup_steps=1"],
+        set_items=("train.report_to=none", "train.warmup_steps=1"),
         allow_partial=True,
     )
-    cfg, _ = resolve_run(TrainRequest(output_dir=str(first), **common))  # vocab and seq len of the run
+    cfg = resolve_run(RunRequest(output_dir=str(first), **common))  # vocab and seq len of the run
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run(
         [
@@ -124,20 +124,22 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
         capture_output=True,
     )
     common["init_from"] = str(init)
-    cfg, run_plan = resolve_run(TrainRequest(output_dir=str(first), **common))
+    cfg = resolve_run(RunRequest(output_dir=str(first), overwrite=True, **common))
     failure = None
     try:
-        summary = run_training(prepare_output_dir(cfg, resume=False, overwrite=True), run_plan.topology)
+        prepare_output_dir(cfg, overwrite=True)
+        summary = run_training(cfg)
     except TrainingFailed as e:
         failure, summary = e.message.splitlines()[0], None
     result.stages += _judge_first_run(first, cfg.world_size, failure, summary)
     rt = Stage("checkpoint round-trip")
     if summary is not None:
         again = first.parent / "resumed"
-        shutil.copytree(first / f"checkpoint-{SAVE_AT}", again / f"checkpoint-{SAVE_AT}")
-        cfg2, plan2 = resolve_run(TrainRequest(output_dir=str(again), resume=True, **common))
+        shutil.copytree(RunDir(first).checkpoint(SAVE_AT), RunDir(again).checkpoint(SAVE_AT))
+        cfg2 = resolve_run(RunRequest(output_dir=str(again), resume=True, **common))
         try:
-            s2 = run_training(prepare_output_dir(cfg2, resume=True, overwrite=False), plan2.topology)
+            prepare_output_dir(cfg2, overwrite=False)
+            s2 = run_training(cfg2)
             a = {p["step"]: p["loss"] for p in summary["losses"]}
             b = {p["step"]: p["loss"] for p in s2["losses"]}
             diffs = [abs(a[k] - b[k]) / abs(a[k]) for k in b if k > SAVE_AT and k in a]
@@ -160,10 +162,11 @@ _SHAPE = ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermed
 
 
 def _judge_first_run(run: Path, world: int, failure: str | None, summary: dict | None) -> list[Stage]:
-    logs = sorted((run / "logs").glob("workerlog.*"))
-    records = read_metrics(run / "metrics.jsonl")
+    rd = RunDir(run)
+    logs = sorted(rd.log_dir().glob("workerlog.*"))
+    records = read_metrics(rd.metrics)
     up = Stage("ranks up", len(logs) == world, f"{len(logs)}/{world} rank logs")
-    began = any(r.get("event") == "begin" for r in records)
+    began = any(r.get("event") == EVENT_BEGIN for r in records)
     groups = Stage("groups formed", began, "fleet initialised, model built" if began else (failure or "no start"))
     losses = [p["loss"] for p in summary["losses"]] if summary else []
     finite = bool(losses) and all(math.isfinite(x) for x in losses)
@@ -193,7 +196,7 @@ GPU_ONLY = {"fa": "flash attention has no CPU kernel in Paddle"}
 
 
 def verified_path() -> Path:
-    from llmpt.resolve import cache_dir
+    from llmpt.fsutil import cache_dir
 
     return cache_dir() / "matrix_verified.json"
 
@@ -208,7 +211,6 @@ def verify_matrix(model: str | None = None, cells: list[str] | None = None, prog
     import datetime
 
     from llmpt.models.matrix import load_matrix
-    from llmpt.resolve import NOT_TRAINABLE
 
     m = load_matrix()
     rows = [m.row(resolve_model(model).matrix_row)] if model else list(m.rows)

@@ -1,4 +1,7 @@
-"""The resolved run: one validated config written to <output_dir>/run.yaml; ranks read it and nothing else."""
+"""The resolved run: one validated config written to <output_dir>/run.yaml; ranks read it and nothing else.
+
+Built once by llmpt.resolve.resolve_run (CLI flags -> request -> data -> plan -> RunConfig); never re-validated by
+the ranks. Everything a rank or the supervisor needs is a field here, resume included."""
 
 from __future__ import annotations
 
@@ -6,9 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmpt.errors import ConfigError, describe_validation_error
+from llmpt.launch.command import Topology
+from llmpt.strategies.parallel_dims import ParallelDims
 from llmpt.strategies.schema import Strategy
 
 
@@ -46,7 +51,7 @@ class ModelSection(_Section):
     id: str = Field(description="Registry id of the model.")
     family: str = Field(description="Architecture family.")
     config: dict[str, Any] = Field(description="PaddleNLP config dict the ranks build the model from.")
-    init_from: str | None = Field(None, description="save_pretrained() directory to start from, or none.")
+    init_from: str | None = Field(None, description="save_pretrained() directory whose weights the ranks load.")
 
 
 class DataSection(_Section):
@@ -65,15 +70,48 @@ class RunConfig(_Section):
     device: Literal["cpu", "gpu"]
     world_size: int
     nnodes: int = 1
+    devices: tuple[str, ...] = Field(description="Device ids on each node (CPU: one per rank).")
+    master: str | None = Field(None, description="HOST:PORT of the rendezvous node (multi-node).")
+    node_rank: int | None = Field(None, description="This node's rank (the node that wrote run.yaml).")
+    resume_from: str | None = Field(None, description="Checkpoint directory the ranks resume from (--resume).")
     model: ModelSection
     strategy: Strategy
-    degrees: dict[str, int]
+    degrees: ParallelDims
     training_args: dict[str, Any] = Field(description="Passed verbatim to PaddleNLP's argument parser.")
     model_args: dict[str, Any]
     data: DataSection
     train: TrainSettings
     notes: list[str] = Field(default_factory=list)
     estimate: dict[str, Any] | None = Field(None, description="The planner's estimate (llmpt plan --json 'estimate').")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if len(self.devices) * self.nnodes != self.world_size or self.degrees.world_size != self.world_size:
+            raise ValueError(
+                f"world_size {self.world_size} != {len(self.devices)} devices x {self.nnodes} nodes "
+                f"or degrees {self.degrees.describe()}"
+            )
+        return self
+
+    @property
+    def nproc_per_node(self) -> int:
+        return len(self.devices)
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.devices, self.device, self.nnodes, self.master, self.node_rank)
+
+    def on_node(self, master: str | None, node_rank: int | None, nproc_per_node: int) -> RunConfig:
+        """This run as one node of it starts it (llmpt run-node): its master, rank and local ranks."""
+        return self.model_copy(
+            update={"master": master, "node_rank": node_rank, "devices": tuple(str(i) for i in range(nproc_per_node))}
+        )
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens one optimizer step consumes across all ranks."""
+        b = self.strategy.batch
+        return b.micro_batch_size * b.grad_accum * self.degrees.data_degree * self.data.seq_len
 
 
 def write_run_yaml(cfg: RunConfig, path: Path) -> RunConfig:

@@ -6,10 +6,9 @@ import time
 
 import typer
 
-from llmpt.cli._common import console, err_console, handles_errors, print_json
+from llmpt.cli._common import console, err_console, print_json
 
 
-@handles_errors
 def prepare_data(
     inputs: list[str] = typer.Argument(
         None, help="Files, directories or globs (jsonl or plain text, gzip'd or not). None: the shipped corpus."

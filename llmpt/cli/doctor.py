@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli._common import console, print_json
+from llmpt.errors import ExitCode
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
-@handles_errors
 def doctor(
     output_dir: str = typer.Option(".", "--output-dir", "-o", help="Where runs will write (free disk is checked)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (checks and raw facts)."),
@@ -36,4 +36,4 @@ def doctor(
             table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail)
         console.print(table)
     if not out["ok"]:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
-from rich.markup import escape
-from typer.core import TyperGroup
 
 from llmpt import __version__
 from llmpt.cli import cluster, data, doctor, matrix, models, plan, presets, rehearse, train
-from llmpt.cli._common import err_console
-
-
-class _OneLineErrors(TyperGroup):
-    """Usage errors (unknown option, a value of the wrong type, a missing argument) as one line and exit code 2,
-    like every other bad input, instead of a usage box."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        import typer._click.exceptions as click_exc  # typer's vendored click
-
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click_exc.ClickException as e:
-            if not standalone_mode:
-                raise
-            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "llmpt"
-            err_console.print(
-                f"[bold red]error:[/] {where}: {escape(e.format_message())}; hint: {where} --help",
-                highlight=False,
-                soft_wrap=True,
-            )
-            sys.exit(e.exit_code)
-        except click_exc.Abort:
-            if not standalone_mode:
-                raise
-            err_console.print("aborted", highlight=False)
-            sys.exit(130)
-        if standalone_mode:
-            sys.exit(rv if isinstance(rv, int) else 0)
-        return rv
-
+from llmpt.cli._common import LlmptGroup, console
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=LlmptGroup,  # ends every command line through one handler (llmpt/errors.py's table)
     name="llmpt",
     help="Checked, repeatable LLM pretraining on PaddlePaddle + PaddleNLP.",
     no_args_is_help=True,
@@ -64,7 +30,7 @@ app.command("run-node")(cluster.run_node)
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"llmpt {__version__}")
+        console.print(f"llmpt {__version__}", highlight=False)  # a closed pipe ends like any other output
         raise typer.Exit()
 
 

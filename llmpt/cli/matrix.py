@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli._common import console, print_json
 from llmpt.models.matrix import STATUS_TEXT, Row, load_matrix, needed_cells, row_supports, runnable_presets
 from llmpt.models.registry import all_models, resolve_model
 from llmpt.strategies.presets import resolve_strategy
@@ -47,7 +47,6 @@ def _cell_text(status: str, symbol: str) -> str:
     return f"[{STYLE[status]}]{symbol}[/]"
 
 
-@handles_errors
 def matrix(
     model: str = typer.Option(None, "--model", "-m", help="Show one model's row and what each cell means for it."),
     strategy: str = typer.Option(None, "--strategy", "-s", help="List the models that can run this strategy."),

@@ -6,14 +6,13 @@ import typer
 import yaml
 from rich.table import Table
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli._common import console, print_json
 from llmpt.models.registry import all_models, paddlenlp_config, resolve_model
 
 app = typer.Typer(help="The model registry: ids, aliases, families, architectures.", no_args_is_help=True)
 
 
 @app.command("list")
-@handles_errors
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every model id llmpt knows, with its aliases and size."""
     models = all_models()
@@ -40,7 +39,6 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
 
 
 @app.command("show")
-@handles_errors
 def show_cmd(
     model: str = typer.Argument(..., help="Model id or alias."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -6,62 +6,46 @@ import typer
 import yaml
 from rich.panel import Panel
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli import options as opt
+from llmpt.cli._common import console, print_json
 from llmpt.errors import ConfigError
 from llmpt.launch.command import format_command
 from llmpt.overrides import parse_set
 from llmpt.planner.devices import all_devices
-from llmpt.planning import knob_hint, make_plan
-
-ASSUMED_DEVICE = "A100-80G"  # the seed table's card
+from llmpt.resolve.layout import ASSUMED_DEVICE, knob_hint
 
 
-@handles_errors
 def plan(
-    model: str = typer.Argument(..., help="Model id or alias, e.g. qwen-7b or meta-llama/Llama-2-7b."),
-    strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy preset/name (llmpt presets list) or YAML."),
-    gpus: str = typer.Option("8", "--gpus", help="Devices per node: a count (8) or ids (0,1,2,3)."),
-    nnodes: int = typer.Option(1, "--nnodes", help="Number of nodes; world size = devices x nodes."),
-    master: str = typer.Option(None, "--master", help="HOST:PORT of the rank-0 node (multi-node)."),
-    node_rank: int = typer.Option(None, "--node-rank", help="This node's rank (multi-node)."),
-    seq_len: int = typer.Option(4096, "--seq-len", help="Training sequence length."),
-    allow_partial: bool = typer.Option(
-        False, "--allow-partial", help="Allow capabilities the matrix marks partial (🚧), with a warning."
-    ),
+    model: str = opt.MODEL,
+    strategy: str = opt.STRATEGY_REQUIRED,
+    gpus: str = opt.GPUS,
+    nnodes: int = opt.NNODES,
+    master: str = opt.MASTER,
+    node_rank: int = opt.NODE_RANK,
+    seq_len: int = opt.SEQ_LEN,
+    allow_partial: bool = opt.ALLOW_PARTIAL,
     device_type: str = typer.Option(
         None,
         "--device-type",
         help=f"GPU model for the estimate: {', '.join(d.name for d in all_devices())} "
         f"(default: detected, else {ASSUMED_DEVICE}).",
     ),
-    device: str = typer.Option("gpu", "--device", help="gpu, or cpu (ranks share this machine's RAM)."),
-    set_: list[str] = typer.Option(
+    device: str = opt.DEVICE,
+    set_items: list[str] = typer.Option(
         None, "--set", help="Strategy override: --set strategy.batch.micro_batch_size=1 (repeatable)."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_out: bool = opt.JSON,
 ) -> None:
     """Resolve and check a run: strategy, fleet config, PaddleNLP arguments, per-card memory and throughput."""
-    overrides = parse_set(list(set_ or []))
-    unknown = sorted(set(overrides) - {"strategy"})
+    from llmpt.resolve import RunRequest, resolve_plan
+
+    unknown = sorted(set(parse_set(list(set_items or []))) - {"strategy"})
     if unknown:
         raise ConfigError(
             f"--set {unknown[0]}.…: llmpt plan takes strategy.* overrides only",
             "e.g. --set strategy.recompute.granularity=full (train.* settings belong to llmpt train)",
         )
-    p = make_plan(
-        model,
-        strategy,
-        gpus,
-        nnodes=nnodes,
-        master=master,
-        node_rank=node_rank,
-        seq_len=seq_len,
-        allow_partial=allow_partial,
-        device=device,
-        strategy_overrides=overrides.get("strategy"),
-        device_type=device_type,
-        assume_device=ASSUMED_DEVICE,
-    )
+    p = resolve_plan(RunRequest(**opt.request_fields(locals()), local=False))
     d = p.to_dict()
     if json_out:
         print_json(d)

@@ -8,7 +8,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli._common import console, print_json
 from llmpt.strategies.presets import list_presets, load_strategy_file, resolve_strategy
 from llmpt.strategies.schema import Strategy
 
@@ -42,7 +42,6 @@ def _summary(s: Strategy) -> dict[str, object]:
 
 
 @app.command("list")
-@handles_errors
 def list_cmd(json_out: bool = JSON_OPT) -> None:
     """The shipped presets. A name without dpN runs on any multiple of its ranks (dp = the multiple)."""
     strategies = [resolve_strategy(n) for n in list_presets()]
@@ -70,7 +69,6 @@ def list_cmd(json_out: bool = JSON_OPT) -> None:
 
 
 @app.command("show")
-@handles_errors
 def show_cmd(
     name: str = typer.Argument(..., help="A preset or strategy name, e.g. tp2sd4_stage2."),
     json_out: bool = JSON_OPT,
@@ -85,7 +83,6 @@ def show_cmd(
 
 
 @app.command("validate")
-@handles_errors
 def validate_cmd(
     file: Path = typer.Argument(..., help="A strategy YAML file: `name:` (or the file's stem) plus preset sections."),
     json_out: bool = JSON_OPT,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from llmpt.cli._common import console, handles_errors, print_json
+from llmpt.cli._common import console, print_json
+from llmpt.errors import ExitCode
 
 
-@handles_errors
 def rehearse(
     model: str = typer.Argument(..., help="Model id or alias; rehearsed with its family's tiny model, reshaped."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy preset/name."),
@@ -31,4 +31,4 @@ def rehearse(
             table.add_row(s.name, mark, s.detail)
         console.print(table)
     if not r.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

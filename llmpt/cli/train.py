@@ -9,74 +9,50 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from llmpt.cli._common import console, err_console, handles_errors, print_json
+from llmpt.cli import options as opt
+from llmpt.cli._common import console, err_console, print_json
 
 
-@handles_errors
 def train(
     model: str = typer.Argument(None, help="Model id or alias. None: the demo (llama-tiny, dp2, CPU, shipped corpus)."),
-    strategy: str = typer.Option(None, "--strategy", "-s", help="Strategy preset/name or YAML file."),
-    data: list[str] = typer.Option(None, "--data", help="Prepared prefix (repeatable). Tiny models: shipped corpus."),
-    device: str = typer.Option(None, "--device", help="gpu or cpu (default: gpu if one is visible)."),
-    gpus: str = typer.Option(None, "--gpus", help="Devices per node: a count or ids (CPU: rank count)."),
-    nnodes: int = typer.Option(1, "--nnodes", help="Number of nodes."),
-    master: str = typer.Option(None, "--master", help="HOST:PORT of the rank-0 node."),
-    node_rank: int = typer.Option(None, "--node-rank", help="This node's rank."),
-    seq_len: int = typer.Option(None, "--seq-len", help="Sequence length (default: 4096; tiny models 128)."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps."),
-    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/MODEL-STRATEGY)."),
-    init_from: str = typer.Option(None, "--init-from", help="Start from a save_pretrained() directory."),
-    seed: int = typer.Option(None, "--seed", help="Random seed."),
-    save_steps: int = typer.Option(None, "--save-steps", help="Checkpoint every N steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the run directory."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous run in the run directory."),
-    config: str = typer.Option(None, "--config", help="YAML with train/strategy/data/seq_len sections."),
-    set_: list[str] = typer.Option(None, "--set", help="Override: --set train.learning_rate=1e-3 (repeatable)."),
-    allow_partial: bool = typer.Option(False, "--allow-partial", help="Allow partially supported capabilities."),
-    device_type: str = typer.Option(
-        None, "--device-type", help="GPU model for the memory check (default: detected with nvidia-smi)."
-    ),
-    force: bool = typer.Option(False, "--force", help="Launch even if the planner predicts it does not fit."),
+    strategy: str = opt.STRATEGY,
+    data: list[str] = opt.DATA,
+    device: str = opt.DEVICE,
+    gpus: str = opt.GPUS,
+    nnodes: int = opt.NNODES,
+    master: str = opt.MASTER,
+    node_rank: int = opt.NODE_RANK,
+    seq_len: int = opt.SEQ_LEN,
+    max_steps: int = opt.MAX_STEPS,
+    output_dir: str = opt.OUTPUT_DIR,
+    init_from: str = opt.INIT_FROM,
+    seed: int = opt.SEED,
+    save_steps: int = opt.SAVE_STEPS,
+    resume: bool = opt.RESUME,
+    overwrite: bool = opt.OVERWRITE,
+    config_file: str = opt.CONFIG,
+    set_items: list[str] = opt.SET,
+    allow_partial: bool = opt.ALLOW_PARTIAL,
+    device_type: str = opt.DEVICE_TYPE,
+    force: bool = opt.FORCE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command and run.yaml; start nothing."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary (or dry run) as JSON."),
+    json_out: bool = opt.JSON,
 ) -> None:
     """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
-    from llmpt.launch.command import format_command
+    from llmpt.launch.command import format_command, run_launch_command
     from llmpt.launch.supervise import prepare_output_dir, run_training
-    from llmpt.resolve import TrainRequest, resolve_run
+    from llmpt.resolve import RunRequest, resolve_run
 
-    req = TrainRequest(
-        model=model,
-        strategy=strategy,
-        data=list(data or []),
-        device=device,
-        gpus=gpus,
-        nnodes=nnodes,
-        master=master,
-        node_rank=node_rank,
-        seq_len=seq_len,
-        max_steps=max_steps,
-        output_dir=output_dir,
-        init_from=init_from,
-        seed=seed,
-        save_steps=save_steps,
-        resume=resume,
-        config_file=config,
-        set_items=list(set_ or []),
-        allow_partial=allow_partial,
-        device_type=device_type,
-        force=force,
-    )
-    cfg, plan = resolve_run(req)
+    cfg = resolve_run(RunRequest(**opt.request_fields(locals())))
     if dry_run:
         run_yaml = cfg.model_dump(mode="json")
         if json_out:
-            print_json({"command": plan.launch_command, "run_yaml": run_yaml})
+            print_json({"command": run_launch_command(cfg), "run_yaml": run_yaml})
         else:
-            typer.echo(format_command(plan.launch_command))
+            typer.echo(format_command(run_launch_command(cfg)))
             typer.echo(yaml.safe_dump(run_yaml, sort_keys=False, allow_unicode=True).rstrip())
         return
-    cfg = prepare_output_dir(cfg, resume=resume, overwrite=overwrite)
+    prepare_output_dir(cfg, overwrite=overwrite)
     for n in cfg.notes:
         err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
     err_console.print(
@@ -85,7 +61,7 @@ def train(
         highlight=False,
         soft_wrap=True,
     )
-    summary = run_training(cfg, plan.topology, progress=None if json_out else _progress_printer(cfg))
+    summary = run_training(cfg, progress=None if json_out else _progress_printer(cfg))
     if json_out:
         print_json(summary)
         return
@@ -99,7 +75,8 @@ def _progress_printer(cfg):
     """A rich progress line fed from rank 0's metrics: step/total, loss, lr, tokens/s, ETA."""
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from llmpt.launch.summary import step_times, tokens_per_step
+    from llmpt.launch.summary import step_times
+    from llmpt.run_dir import EVENT_LOG
 
     bar = Progress(
         TextColumn("[bold]step[/] {task.completed:>5.0f}/{task.total:.0f}"),
@@ -119,7 +96,7 @@ def _progress_printer(cfg):
         if state["task"] is None:
             bar.start()
             state["task"] = bar.add_task("train", total=cfg.train.max_steps, loss="-", lr="-", tps="-", eta="-")
-        logs = [r for r in records if r.get("event") == "log"]
+        logs = [r for r in records if r.get("event") == EVENT_LOG]
         times = step_times(records)
         step = max(times, default=0)
         recent = [times[s] for s in sorted(times)[-10:]]
@@ -129,7 +106,7 @@ def _progress_printer(cfg):
         if recent:
             per_step = sum(recent) / len(recent)
             fields |= {
-                "tps": f"{tokens_per_step(cfg) / per_step:,.0f}",
+                "tps": f"{cfg.tokens_per_step / per_step:,.0f}",
                 "eta": f"{per_step * max(cfg.train.max_steps - step, 0):.0f}s",
             }
         bar.update(state["task"], completed=step, **fields)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
+from llmpt.run_dir import RunDir
+
 MARKER = "llmpt-complete.json"
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def _files(ckpt: Path) -> dict[str, int]:
@@ -46,9 +46,7 @@ def is_complete(ckpt: Path) -> bool:
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Every checkpoint-N directory, oldest first."""
-    if not output_dir.is_dir():
-        return []
-    return sorted((int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir())
+    return RunDir(output_dir).checkpoints()
 
 
 def last_complete(output_dir: Path) -> Path | None:

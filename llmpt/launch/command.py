@@ -6,8 +6,13 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmpt.errors import LlmptError
+from llmpt.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from llmpt.run_config import RunConfig
 
 # The per-rank entry point the launcher starts on every rank: it reads run.yaml and nothing else.
 RANK_ENTRY = Path(__file__).resolve().parents[1] / "train" / "entry.py"
@@ -64,12 +69,6 @@ def check_multinode(nnodes: int, master: str | None, node_rank: int | None) -> N
         raise LlmptError(f"--node-rank {node_rank}: must be in 0..{nnodes - 1} for --nnodes {nnodes}")
 
 
-def log_dir_for(out: Path, topo: Topology) -> Path:
-    """Worker logs: OUT/logs, or OUT/logs/nodeR when several nodes may share the run directory (each node has a
-    workerlog.0)."""
-    return out / "logs" / (f"node{topo.node_rank or 0}" if topo.nnodes > 1 else "")
-
-
 def check_master_port(master: str | None, node_rank: int | None) -> None:
     """On the node that hosts the rendezvous (--node-rank 0, or unset), --master's port must be free here: the
     launcher would otherwise fail after the ranks started, or join a stranger's job."""
@@ -113,6 +112,12 @@ def build_launch_command(topo: Topology, run_yaml: Path, log_dir: Path, python: 
     if topo.node_rank is not None:
         cmd += ["--rank", str(topo.node_rank)]
     return [*cmd, str(RANK_ENTRY), str(run_yaml)]
+
+
+def run_launch_command(cfg: RunConfig) -> list[str]:
+    """The command that starts this node's ranks of a resolved run."""
+    run = RunDir(cfg.output_dir)
+    return build_launch_command(cfg.topology, run.run_yaml, run.log_dir(cfg.nnodes, cfg.node_rank))
 
 
 def format_command(argv: list[str]) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.run_config import RunConfig
+from llmpt.run_dir import EVENT_BEGIN, EVENT_LOG, EVENT_STEP, RunDir
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -25,7 +26,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def step_times(records: list[dict[str, Any]]) -> dict[int, float]:
     """Seconds each step took: the gap between its step-end event and the previous one."""
-    ends = {r["step"]: r["t"] for r in records if r.get("event") in ("step", "begin")}
+    ends = {r["step"]: r["t"] for r in records if r.get("event") in (EVENT_STEP, EVENT_BEGIN)}
     return {s: ends[s] - ends[s - 1] for s in sorted(ends) if s - 1 in ends and s > 0}
 
 
@@ -34,30 +35,23 @@ def throughput_window(last_step: int) -> tuple[int, int]:
     return (3, 8) if last_step <= 10 else (3, last_step)
 
 
-def tokens_per_step(cfg: RunConfig) -> int:
-    d = cfg.degrees
-    return (
-        cfg.strategy.batch.micro_batch_size * cfg.strategy.batch.grad_accum * d["dp"] * d["sharding"] * cfg.data.seq_len
-    )
-
-
 def losses(records: list[dict[str, Any]]) -> list[dict[str, float]]:
-    by_step = {r["step"]: r for r in records if r.get("event") == "log"}
+    by_step = {r["step"]: r for r in records if r.get("event") == EVENT_LOG}
     return [
         {"step": s, "loss": by_step[s]["loss"], "learning_rate": by_step[s]["learning_rate"]} for s in sorted(by_step)
     ]
 
 
 def summarize(cfg: RunConfig) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
-    records = read_metrics(out / "metrics.jsonl")
+    run = RunDir(cfg.output_dir)
+    records = read_metrics(run.metrics)
     times = step_times(records)
     last = max(times, default=0)
     lo, hi = throughput_window(last)
     window = [times[s] for s in range(lo, hi + 1) if s in times] or list(times.values())
     mean_step = sum(window) / len(window) if window else float("nan")
-    per_card = tokens_per_step(cfg) / mean_step / cfg.world_size if window else float("nan")
-    peaks = [json.loads(p.read_text())["peak_memory_mb"] for p in sorted((out / "ranks").glob("rank*.json"))]
+    per_card = cfg.tokens_per_step / mean_step / cfg.world_size if window else float("nan")
+    peaks = [json.loads(p.read_text())["peak_memory_mb"] for p in run.rank_reports()]
     curve = losses(records)
     return {
         "model": cfg.model.id,
@@ -66,7 +60,7 @@ def summarize(cfg: RunConfig) -> dict[str, Any]:
         "world_size": cfg.world_size,
         "seq_len": cfg.data.seq_len,
         "steps": last,
-        "tokens_per_step": tokens_per_step(cfg),
+        "tokens_per_step": cfg.tokens_per_step,
         "throughput_window": [lo, hi],
         "mean_step_seconds": mean_step,
         "tokens_per_card_per_sec": per_card,

@@ -17,55 +17,45 @@ from typing import Any
 
 from llmpt.errors import LlmptError
 from llmpt.fsutil import probe_writable
-from llmpt.launch.checkpoints import checkpoints, last_complete
-from llmpt.launch.command import Topology, build_launch_command, log_dir_for
+from llmpt.launch.checkpoints import checkpoints
+from llmpt.launch.command import run_launch_command
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
+from llmpt.run_dir import RunDir
 
 ProgressFn = Callable[[dict[str, Any]], None]
 _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
 
 
-class TrainingFailed(LlmptError):
-    """A rank died or the launcher failed; the message names the rank and shows its last log lines."""
-
-    exit_code = 1
+from llmpt.errors import TrainingFailed  # noqa: E402 - moved to llmpt.errors (the exit-code table)
 
 
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N (marked by llmpt after every rank finished saving)."""
-    return last_complete(output_dir)
-
-
-def prepare_output_dir(cfg: RunConfig, resume: bool, overwrite: bool) -> RunConfig:
-    """Refuse to mix runs: a directory with a previous run needs --resume or --overwrite."""
+def prepare_output_dir(cfg: RunConfig, overwrite: bool) -> None:
+    """Make the run directory ready for this attempt. A directory with a previous run needs --resume (resolved into
+    cfg.resume_from) or --overwrite: runs are never mixed."""
     out = Path(cfg.output_dir)
+    run = RunDir(out)
     _check_writable(out)
-    previous = out.is_dir() and (
-        any((out / n).exists() for n in ("run.yaml", "metrics.jsonl")) or any(out.glob("checkpoint-*"))
-    )
-    if resume:
-        ckpt = last_checkpoint(out)
-        if ckpt is None:
-            raise LlmptError(f"--resume: no complete checkpoint in {out}", "train without --resume first")
+    previous = run.holds_a_run()
+    if cfg.resume_from is not None:
         _clear_rank_reports(out)
-        chosen = int(ckpt.name.split("-")[1])
-        for step, p in checkpoints(out):
+        found = checkpoints(out)
+        chosen = next(step for step, p in found if p.name == Path(cfg.resume_from).name)
+        for step, p in found:
             if step > chosen:  # a save cut short: its leftovers must not mix into the next save of that step
                 shutil.rmtree(p)
-        return cfg.model_copy(update={"training_args": {**cfg.training_args, "resume_from_checkpoint": str(ckpt)}})
+        return
     if previous and not overwrite:
         raise LlmptError(
             f"--output-dir {out} holds a previous run",
             "pass --resume to continue it, --overwrite to start over, or another --output-dir",
         )
     if previous:
-        for name in ("metrics.jsonl", "summary.json", "loss.png"):
-            (out / name).unlink(missing_ok=True)
+        for p in run.outputs_of_a_run():
+            p.unlink(missing_ok=True)
         for p in out.glob("checkpoint-*"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         _clear_rank_reports(out)
-    return cfg
 
 
 def _check_writable(out: Path) -> None:
@@ -80,7 +70,8 @@ def _check_writable(out: Path) -> None:
 
 def _clear_rank_reports(out: Path) -> None:
     """A new attempt's ranks report afresh: stale pid files and reports would hide a dead rank."""
-    for p in list((out / "ranks").glob("rank*.json")) + list((out / "ranks").glob("rank*.pid")):
+    run = RunDir(out)
+    for p in run.rank_reports() + run.pid_files():
         p.unlink()
 
 
@@ -101,7 +92,7 @@ def _describe_exit(rank: str, code: int) -> str:
 
 def _launcher_verdict(log_dir: Path) -> str | None:
     """'rank 1 was killed by SIGKILL' from the launcher's log, if it says which worker failed."""
-    log = log_dir / "launcher.log"
+    log = RunDir.launcher_log(log_dir)
     if not log.is_file():
         return None
     found = _CONTAINER_FAILED.findall(log.read_text(errors="replace"))
@@ -123,9 +114,10 @@ def _alive(pid: int) -> bool:
 
 def dead_ranks(out: Path) -> list[tuple[str, int]]:
     """Ranks on this node whose process is gone before they wrote their final report: (rank, pid)."""
+    run = RunDir(out)
     dead = []
-    for pid_file in sorted((out / "ranks").glob("rank*.pid")):
-        rank = pid_file.stem.removeprefix("rank")
+    for pid_file in run.pid_files():
+        rank = run.rank_of(pid_file)
         try:
             pid_text, _, host = pid_file.read_text().partition(" ")
             pid = int(pid_text)
@@ -133,7 +125,7 @@ def dead_ranks(out: Path) -> list[tuple[str, int]]:
             continue
         if host.strip() and host.strip() != socket.gethostname():
             continue  # a rank on another node sharing this directory: its own node watches it
-        if not (out / "ranks" / f"rank{rank}.json").exists() and not _alive(pid):
+        if not run.rank_report(rank).exists() and not _alive(pid):
             dead.append((rank, pid))
     return dead
 
@@ -141,7 +133,7 @@ def dead_ranks(out: Path) -> list[tuple[str, int]]:
 def _culprit(seen_dead: list[tuple[str, int]], log_dir: Path) -> tuple[str, int]:
     """The rank that caused the failure: the first seen gone whose log ends without an error (killed from outside:
     SIGKILL, the OOM killer), else the first seen gone. Its peers die of the loss with a gloo/NCCL error."""
-    clean = [d for d in seen_dead if not _log_shows_error(log_dir / f"workerlog.{d[0]}")]
+    clean = [d for d in seen_dead if not _log_shows_error(RunDir.worker_log(log_dir, d[0]))]
     return (clean or seen_dead)[0]
 
 
@@ -155,7 +147,7 @@ def _log_shows_error(log: Path) -> bool:
 def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
     """The first worker log that shows an error, and its last lines."""
     logs = sorted(log_dir.glob("workerlog.*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    for p in [*logs, log_dir / "launcher.log"]:
+    for p in [*logs, RunDir.launcher_log(log_dir)]:
         if not p.is_file():
             continue
         lines = p.read_text(errors="replace").splitlines()
@@ -165,22 +157,17 @@ def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
     return None
 
 
-def run_training(
-    cfg: RunConfig,
-    topo: Topology,
-    progress: ProgressFn | None = None,
-    poll_seconds: float = 0.1,
-) -> dict[str, Any]:
-    """Launch every rank on this node and wait; return the summary (also DIR/summary.json, DIR/loss.png)."""
+def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_seconds: float = 0.1) -> dict[str, Any]:
+    """Launch this node's ranks of `cfg` and wait; return the summary (also DIR/summary.json, DIR/loss.png)."""
     out = Path(cfg.output_dir)
-    run_yaml = out / "run.yaml"
-    write_run_yaml(cfg, run_yaml)
-    log_dir = log_dir_for(out, topo)
+    run = RunDir(out)
+    write_run_yaml(cfg, run.run_yaml)
+    log_dir = run.log_dir(cfg.nnodes, cfg.node_rank)
     log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = build_launch_command(topo, run_yaml, log_dir)
+    cmd = run_launch_command(cfg)
     env = dict(os.environ)
-    metrics = out / "metrics.jsonl"
-    with (log_dir / "launcher.log").open("ab") as launcher_log:
+    metrics = run.metrics
+    with RunDir.launcher_log(log_dir).open("ab") as launcher_log:
         proc = subprocess.Popen(cmd, stdout=launcher_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         seen_dead: list[tuple[str, int]] = []  # in the order the ranks were seen gone
         dead_since = 0.0
@@ -216,7 +203,7 @@ def run_training(
         verdict = _launcher_verdict(log_dir)
         seen_dead += [d for d in dead_ranks(out) if d not in seen_dead]
         rank, pid = _culprit(seen_dead, log_dir) if seen_dead else ("", 0)
-        if seen_dead and not _log_shows_error(log_dir / f"workerlog.{rank}"):
+        if seen_dead and not _log_shows_error(RunDir.worker_log(log_dir, rank)):
             if not (verdict or "").startswith(f"rank {rank} "):
                 # the launcher names the first failed worker in rank order, which may be a peer that died of the loss
                 then = f"; then {verdict}" if verdict else ""
@@ -227,12 +214,12 @@ def run_training(
             f"training failed: {where} (logs: {log_dir})" + (f"\n{tail}" if tail else ""),
             f"see {log_dir}/workerlog.* ; after fixing, continue with --resume",
         )
-    if topo.nnodes > 1 and (topo.node_rank or 0) != 0:
+    if cfg.nnodes > 1 and (cfg.node_rank or 0) != 0:
         # rank 0 lives on node 0 and writes the metrics; this node only reports that its ranks finished
-        return {"node_rank": topo.node_rank, "ranks_finished": True, "summary": f"on node 0, {out}/summary.json"}
+        return {"node_rank": cfg.node_rank, "ranks_finished": True, "summary": f"on node 0, {run.summary}"}
     summary = summarize(cfg)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_losses(summary, out / "loss.png")
+    run.summary.write_text(json.dumps(summary, indent=1) + "\n")
+    plot_losses(summary, run.loss_png)
     return summary
 
 

@@ -97,12 +97,58 @@ def padded_vocab(vocab_size: int, multiple: int = VOCAB_PAD_MULTIPLE) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
+# families whose PaddleNLP causal-LM class cannot pretrain on plain token windows (measured, see README)
+NOT_TRAINABLE: dict[str, str] = {
+    "chatglm": "PaddleNLP's ChatGLM (v1) needs a 4-D attention mask and gMASK/BOS tokens in every sample, which "
+    "the causal pretraining dataset does not produce",
+    "glm": "PaddleNLP has no causal-LM class for GLM (only GLMForConditionalGeneration)",
+}
+# PaddleNLP's model_type (its config.json and AutoConfig name) of each family
+MODEL_TYPE: dict[str, str] = {
+    "llama": "llama",
+    "qwen": "qwen",
+    "gpt": "gpt",
+    "opt": "opt",
+    "bloom": "bloom",
+    "chatglm": "chatglm",
+    "chatglm2": "chatglm_v2",
+    "glm": "glm",
+}
+# The config keys each family's PaddleNLP modeling reads its dropout probabilities from (3.0.0b4). Llama and
+# ChatGLM v1 build no dropout layers at all: a dropout asked of them is refused, not silently dropped.
+DROPOUT_KEYS: dict[str, tuple[str, ...]] = {
+    "llama": (),
+    "qwen": ("emb_dropout_prob", "attn_dropout_prob"),
+    "gpt": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "opt": ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    "bloom": ("hidden_dropout", "attention_dropout"),
+    "chatglm": (),
+    "chatglm2": ("hidden_dropout", "attention_dropout"),
+    "glm": ("embedding_dropout_prob", "attention_dropout_prob", "output_dropout_prob"),
+}
+
+
+def dropout_config(spec: ModelSpec, p: float) -> dict[str, float]:
+    """The config entries that set `p` as the model's dropout; ModelError if its modeling has none."""
+    keys = DROPOUT_KEYS[spec.family]
+    if p > 0 and not keys:
+        raise ModelError(
+            f"train.dropout {p}: PaddleNLP's {spec.family} modeling has no dropout layers ({spec.id})",
+            "leave train.dropout at 0",
+        )
+    return dict.fromkeys(keys, p)
+
+
 def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: bool = True) -> dict[str, Any]:
     """The PaddleNLP config dict (keys of that family's config class) that training builds the model from.
 
     From scratch, as PaddleNLP's run_pretrain.py does: vocab padded to a multiple of 128 and
     max_position_embeddings raised to the sequence length.
     """
+    return {"model_type": MODEL_TYPE[spec.family], **_architecture(spec, seq_len, from_scratch)}
+
+
+def _architecture(spec: ModelSpec, seq_len: int | None, from_scratch: bool) -> dict[str, Any]:
     seq = seq_len or spec.max_position_embeddings
     vocab = padded_vocab(spec.vocab_size) if from_scratch else spec.vocab_size
     positions = max(spec.max_position_embeddings, seq) if from_scratch else spec.max_position_embeddings
@@ -110,7 +156,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
     f = spec.family
     if f == "llama":
         return {
-            "model_type": "llama",
             "architectures": ["LlamaForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -126,7 +171,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "qwen":
         return {
-            "model_type": "qwen",
             "architectures": ["QWenLMHeadModel"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -142,7 +186,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "gpt":
         return {
-            "model_type": "gpt",
             "architectures": ["GPTForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -156,7 +199,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "opt":
         return {
-            "model_type": "opt",
             "architectures": ["OPTForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -170,7 +212,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "bloom":
         return {
-            "model_type": "bloom",
             "architectures": ["BloomForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -180,7 +221,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "chatglm":
         return {
-            "model_type": "chatglm",
             "architectures": ["ChatGLMForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -193,7 +233,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     if f == "chatglm2":
         return {
-            "model_type": "chatglm_v2",
             "architectures": ["ChatGLMv2ForCausalLM"],
             "vocab_size": vocab,
             "hidden_size": h,
@@ -210,7 +249,6 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
         }
     # glm: PaddleNLP's GLM class (GLM-10B style); GLM-130B's GeGLU FFN is not modelled by it
     return {
-        "model_type": "glm",
         "architectures": ["GLMForConditionalGeneration"],
         "vocab_size": vocab,
         "hidden_size": h,

@@ -37,7 +37,7 @@ def row_layout(row: SeedRow, **changes) -> Layout:
     """The layout PaddleNLP ran for a row: its strategy with the config file's batch, on the table's machine.
 
     `changes` override seq_len / micro_batch / accumulation / strategy (for what-if tests)."""
-    from llmpt.planning import make_plan
+    from llmpt.resolve import RunRequest, resolve_plan
 
     meta, _ = seed_table()
     seq_len = changes.get("seq_len", meta["seq_len"])
@@ -45,12 +45,17 @@ def row_layout(row: SeedRow, **changes) -> Layout:
         "micro_batch_size": changes.get("micro_batch", row.micro_batch),
         "grad_accum": changes.get("accumulation", row.accumulation),
     }
-    plan = make_plan(
-        row.model,
-        changes.get("strategy", row.strategy),
-        str(meta["gpus"]),
-        seq_len=seq_len,
-        strategy_overrides={"batch": batch},
+    plan = resolve_plan(
+        RunRequest(
+            model=row.model,
+            strategy=changes.get("strategy", row.strategy),
+            gpus=str(meta["gpus"]),
+            seq_len=seq_len,
+            set_items=tuple(f"strategy.batch.{k}={v}" for k, v in batch.items()),
+            device="gpu",
+            device_type=meta["machine"],
+            local=False,
+        )
     )
     if plan.strategy.recompute.granularity != row.recompute and "strategy" not in changes:
         raise ValueError(f"{row.model}: preset recompute {plan.strategy.recompute.granularity} != {row.recompute}")

@@ -1,4 +1,5 @@
-"""Strategy x world size -> fleet hybrid configs + PaddleNLP arguments. The only module that spells Paddle's names.
+"""Strategy x world size -> fleet hybrid configs + PaddleNLP arguments. The only module that spells Paddle's names
+(fleet's hybrid_configs keys and every PaddleNLP TrainingArguments key llmpt sets, the schedule's included).
 
 It mirrors what PaddleNLP's TrainingArguments.__post_init__ builds from its own arguments (3.0.0b4), so that
 `hybrid_configs` here is what fleet.init will really receive; tests/integration/test_paddlenlp_args.py checks it.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmpt.run_config import TrainSettings
+from llmpt.run_dir import RunDir
 from llmpt.strategies.parallel_dims import ParallelDims
 from llmpt.strategies.schema import Strategy
 
@@ -47,6 +50,40 @@ def expand(s: Strategy, world_size: int, world_flag: str = "world size") -> Expa
             "fuse_attention_ffn": s.kernels.fuse_attention_ffn,
         },
     )
+
+
+def run_training_args(e: Expansion, s: Strategy, train: TrainSettings, output_dir: str, device: str) -> dict[str, Any]:
+    """The complete TrainingArguments of a run: the strategy's (`e.training_args`) plus the schedule and
+    bookkeeping of `train`, as PaddleNLP's run_pretrain.py reads them."""
+    return {
+        **e.training_args,
+        "output_dir": output_dir,
+        "logging_dir": str(RunDir(output_dir).vdl),
+        "max_steps": train.max_steps,
+        "learning_rate": train.learning_rate,
+        "min_learning_rate": train.min_learning_rate,
+        "warmup_steps": train.warmup_steps,
+        "lr_scheduler_type": train.lr_scheduler,  # the rank builds run_pretrain.py's scheduler from this
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "adam_beta1": train.adam_beta1,
+        "adam_beta2": train.adam_beta2,
+        "seed": train.seed,
+        "logging_steps": train.logging_steps,
+        "save_steps": train.save_steps or train.max_steps,
+        "save_total_limit": train.save_total_limit,
+        "do_train": True,
+        "do_eval": train.eval_steps > 0,
+        "eval_steps": train.eval_steps or None,
+        "evaluation_strategy": "steps" if train.eval_steps else "no",
+        "disable_tqdm": True,
+        # not a knob: PaddleNLP's own VisualDL callback crashes on boolean hparams with the pinned visualdl, so
+        # train.report_to drives llmpt's MetricsCallback instead (one channel)
+        "report_to": [],
+        "dataloader_num_workers": 0,
+        "device": device,
+        "per_device_eval_batch_size": s.batch.micro_batch_size,
+    }
 
 
 def _sharding_word(s: Strategy, d: ParallelDims) -> str:

@@ -94,9 +94,14 @@ def _closest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     return close[0] if close else None
 
 
+def is_strategy_file(name_or_path: str) -> bool:
+    """--strategy names a YAML file (a path or *.yaml), not a strategy name."""
+    return name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path
+
+
 def resolve_strategy(name_or_path: str) -> Strategy:
     """A strategy from a shipped preset name, any grammatical name, or a YAML file path."""
-    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+    if is_strategy_file(name_or_path):
         return load_strategy_file(Path(name_or_path))
     try:
         parts = parse_name(name_or_path)

@@ -51,6 +51,8 @@ DATA_PARALLEL_OPTIONS = (
 )
 
 RecomputeGranularity = Literal["off", "full", "full_attn", "core_attn"]
+# KernelConfig switches that only Paddle's GPU builds implement (CPU ranks turn them off; doctor probes them)
+GPU_KERNELS = ("flash_attention", "fused_rms_norm", "fused_rope")
 
 
 class _Section(BaseModel):

@@ -2,8 +2,9 @@
 
 Shape of PaddleNLP's llm/run_pretrain.py (model from config or local weights, PaddleNLP's causal pretraining
 dataset over the mmap files, its Trainer with warmup + cosine/linear decay to a minimum LR), plus what llmpt's
-supervisor reads: <output_dir>/metrics.jsonl from rank 0 and <output_dir>/ranks/rank<N>.json from every rank.
-It does not re-validate: the CLI checked run.yaml before any rank started.
+supervisor reads (llmpt/run_dir.py): metrics.jsonl from rank 0, ranks/rank<N>.pid and .json from every rank.
+It does not re-validate: the CLI checked run.yaml before any rank started. Every PaddleNLP argument comes from
+run.yaml's training_args (llmpt/strategies/expand.py); the model from run.yaml's model.config.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from paddlenlp.utils.batch_sampler import DistributedBatchSampler
 
 from llmpt.launch.checkpoints import mark_complete
 from llmpt.run_config import RunConfig, load_run_yaml
+from llmpt.run_dir import EVENT_BEGIN, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir
 from llmpt.train import cpu_backend
 from llmpt.train.args import ModelArguments, PretrainArguments
 from llmpt.train.model_config import build_config
@@ -87,10 +89,10 @@ class MetricsCallback(TrainerCallback):
                 f.write(json.dumps(record) + "\n")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._write({"event": "begin", "step": state.global_step, "max_steps": state.max_steps, "t": time.time()})
+        self._write({"event": EVENT_BEGIN, "step": state.global_step, "max_steps": state.max_steps, "t": time.time()})
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._write({"event": "step", "step": state.global_step, "t": time.time()})
+        self._write({"event": EVENT_STEP, "step": state.global_step, "t": time.time()})
         if self.stop_at_step is not None and state.global_step >= self.stop_at_step:
             control.should_save = True
             control.should_training_stop = True
@@ -103,7 +105,7 @@ class MetricsCallback(TrainerCallback):
                 self.vdl.add_scalar("train/learning_rate", float(logs.get("learning_rate", 0.0)), state.global_step)
             self._write(
                 {
-                    "event": "log",
+                    "event": EVENT_LOG,
                     "step": state.global_step,
                     "loss": float(logs["loss"]),
                     "learning_rate": float(logs.get("learning_rate", 0.0)),
@@ -112,7 +114,7 @@ class MetricsCallback(TrainerCallback):
             )
 
     def on_save(self, args, state, control, **kwargs):
-        self._write({"event": "save", "step": state.global_step, "t": time.time()})
+        self._write({"event": EVENT_SAVE, "step": state.global_step, "t": time.time()})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.vdl is not None:
@@ -134,14 +136,14 @@ class CheckpointMarker(TrainerCallback):
     """After every rank has finished writing checkpoint-N, rank 0 marks it complete (llmpt/launch/checkpoints.py):
     a job killed during a save leaves an unmarked directory that --resume passes over."""
 
-    def __init__(self, output_dir: Path) -> None:
-        self.output_dir = output_dir
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
 
     def on_save(self, args, state, control, **kwargs):
         if paddle.distributed.get_world_size() > 1:
             paddle.distributed.barrier()
         if paddle.distributed.get_rank() == 0:
-            mark_complete(self.output_dir / f"checkpoint-{state.global_step}", state.global_step)
+            mark_complete(self.run.checkpoint(state.global_step), state.global_step)
 
 
 class MemoryProbe(TrainerCallback):
@@ -193,13 +195,15 @@ def _datasets(cfg: RunConfig, args: PretrainArguments):
         seq_length=cfg.data.seq_len,
         seed=args.seed,
         skip_warmup=True,
-        data_cache_path=str(Path(cfg.output_dir) / "data_cache"),
+        data_cache_path=str(RunDir(cfg.output_dir).data_cache),
     )
     return train, valid
 
 
-def _lr_scheduler(cfg: RunConfig, args: PretrainArguments):
-    cls = CosineAnnealingWithWarmupDecay if cfg.train.lr_scheduler == "cosine" else LinearAnnealingWithWarmupDecay
+def _lr_scheduler(args: PretrainArguments):
+    """run_pretrain.py's scheduler, chosen by lr_scheduler_type as it does."""
+    schedulers = {"cosine": CosineAnnealingWithWarmupDecay, "linear": LinearAnnealingWithWarmupDecay}
+    cls = schedulers[str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))]
     return cls(
         max_lr=args.learning_rate,
         min_lr=args.min_learning_rate,
@@ -224,11 +228,10 @@ def _allocated_peak_mb(device: str) -> float:
 
 def main(run_yaml: str) -> None:
     cfg = load_run_yaml(Path(run_yaml))
+    run = RunDir(cfg.output_dir)
     # the supervisor watches this pid: a rank that dies without its final report stops the whole job
-    ranks_dir = Path(cfg.output_dir) / "ranks"
-    ranks_dir.mkdir(parents=True, exist_ok=True)
-    pid_file = ranks_dir / f"rank{os.environ.get('PADDLE_TRAINER_ID', '0')}.pid"
-    pid_file.write_text(f"{os.getpid()} {socket.gethostname()}")
+    run.ranks.mkdir(parents=True, exist_ok=True)
+    run.rank_pid(os.environ.get("PADDLE_TRAINER_ID", "0")).write_text(f"{os.getpid()} {socket.gethostname()}")
     if cfg.device == "cpu":
         # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
         paddle.set_device("cpu")
@@ -244,9 +247,6 @@ def main(run_yaml: str) -> None:
     config.seq_length = cfg.data.seq_len
     config.fuse_attention_qkv = model_args.fuse_attention_qkv
     config.fuse_attention_ffn = model_args.fuse_attention_ffn
-    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "hidden_dropout", "attention_dropout"):
-        if hasattr(config, name):
-            setattr(config, name, cfg.train.dropout)
 
     dtype = "float32"
     if args.fp16_opt_level == "O2" and (args.bf16 or args.fp16):
@@ -271,26 +271,22 @@ def main(run_yaml: str) -> None:
         data_collator=_collate,
         train_dataset=train_ds,
         eval_dataset=valid_ds if args.do_eval else None,
-        optimizers=(None, _lr_scheduler(cfg, args)),
+        optimizers=(None, _lr_scheduler(args)),
         tokenizer=tokenizer,
         callbacks=[
             MetricsCallback(
-                Path(cfg.output_dir) / "metrics.jsonl",
-                cfg.train.stop_at_step,
-                Path(cfg.output_dir) / "vdl" if cfg.train.report_to == "visualdl" else None,
+                run.metrics, cfg.train.stop_at_step, run.vdl if cfg.train.report_to == "visualdl" else None
             ),
             probe,
-            CheckpointMarker(Path(cfg.output_dir)),
+            CheckpointMarker(run),
         ],
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=cfg.resume_from)
     if cfg.train.stop_at_step is None:
         trainer.save_model()
 
     rank = paddle.distributed.get_rank()
-    ranks_dir = Path(cfg.output_dir) / "ranks"
-    ranks_dir.mkdir(parents=True, exist_ok=True)
-    (ranks_dir / f"rank{rank}.json").write_text(
+    run.rank_report(rank).write_text(
         json.dumps(
             {
                 "rank": rank,

@@ -23,8 +23,6 @@ def config_class(model_type: str):
 
 
 def build_config(cfg: RunConfig):
-    if cfg.model.init_from:
-        return transformers.AutoConfig.from_pretrained(cfg.model.init_from)
+    """The config run.yaml's model.config states (for --init-from: the checkpoint's config.json as resolved)."""
     d = dict(cfg.model.config)
-    cls = config_class(d.pop("model_type"))
-    return cls(**d)
+    return config_class(d["model_type"]).from_dict(d)

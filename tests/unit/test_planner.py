@@ -11,7 +11,7 @@ from llmpt.planner.devices import match_gpu_name, resolve_device
 from llmpt.planner.estimate import estimate, flops_per_token, plan_estimate, renamed
 from llmpt.planner.seed import predict, row_layout, seed_table
 from llmpt.planner.shapes import param_groups
-from llmpt.planning import make_plan
+from llmpt.resolve import RunRequest, resolve_plan
 
 from .test_models import _seed_md
 
@@ -167,7 +167,7 @@ def test_first_knob_on_a_smaller_card_and_none_when_nothing_fits():
 
 
 def test_cpu_estimate_is_memory_only_against_ram():
-    p = make_plan("llama-tiny", "dp2", "2", device="cpu", seq_len=128)
+    p = resolve_plan(RunRequest(model="llama-tiny", strategy="dp2", gpus="2", device="cpu", seq_len=128))
     e = p.estimate
     assert e.device is None and e.tokens_per_card_per_sec is None and e.mfu is None
     assert e.memory_mb["master_weights"] == 0  # fp32 on CPU: no master copy

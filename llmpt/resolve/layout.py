@@ -1,44 +1,56 @@
-"""`llmpt plan`: resolve model + strategy + topology into everything a launch would use, without starting it."""
+"""Model + strategy + topology -> a checked layout (`Plan`): the degrees, the expansion, the planner's estimate.
+
+What `llmpt plan` shows, and the part of `llmpt train`'s resolution that needs no data. The estimate itself is the
+planner's (llmpt/planner/); this module decides what it is asked about and turns its verdict into a refusal.
+"""
 
 from __future__ import annotations
 
-import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError, LlmptWarning
-from llmpt.launch.command import Topology, build_launch_command, check_multinode, log_dir_for, parse_devices
+from llmpt.launch.command import Topology, build_launch_command, check_multinode, parse_devices
 from llmpt.models.matrix import check_capabilities
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config, resolve_model
 from llmpt.models.shape import check_model_shape
 from llmpt.overrides import deep_merge
 from llmpt.planner.devices import Device, detect_device, resolve_device
 from llmpt.planner.estimate import Estimate, Layout, plan_estimate
+from llmpt.run_dir import RunDir
 from llmpt.strategies.expand import Expansion, expand
 from llmpt.strategies.grammar import parse_name
-from llmpt.strategies.presets import build_strategy, preset_is_shipped, resolve_strategy
-from llmpt.strategies.schema import Strategy
+from llmpt.strategies.presets import build_strategy, is_strategy_file, preset_is_shipped, resolve_strategy
+from llmpt.strategies.schema import GPU_KERNELS, Strategy
+
+ASSUMED_DEVICE = "A100-80G"  # the seed table's card: what a GPU job is estimated for when nothing says otherwise
 
 
 class CapabilityWarning(LlmptWarning):
     """A partially supported capability the user allowed with --allow-partial."""
 
 
-DEFAULT_SEQ_LEN = 4096  # the seed table's sequence length
-
-
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    model: ModelSpec
+    model: ModelSpec  # as it will be built (the tokenizer may have grown its vocabulary)
     seq_len: int
     strategy: Strategy
     topology: Topology
     expansion: Expansion
-    launch_command: list[str]
-    notes: list[str] = field(default_factory=list)
+    output_dir: Path
+    from_scratch: bool = True
+    notes: tuple[str, ...] = ()
+    card: Device | None = None  # the accelerator estimated for; None on CPU or when no card is known
     estimate: Estimate | None = None
+
+    @property
+    def launch_command(self) -> list[str]:
+        run = RunDir(self.output_dir)
+        return build_launch_command(
+            self.topology, run.run_yaml, run.log_dir(self.topology.nnodes, self.topology.node_rank)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         e = self.expansion
@@ -58,20 +70,13 @@ class Plan:
             "nnodes": self.topology.nnodes,
             "nproc_per_node": self.topology.nproc_per_node,
             "device": self.topology.device,
-            "degrees": {
-                "dp": e.degrees.dp,
-                "tp": e.degrees.tp,
-                "pp": e.degrees.pp,
-                "sharding": e.degrees.sharding,
-                "sep": e.degrees.sep,
-                "cp": e.degrees.cp,
-            },
+            "degrees": e.degrees.to_dict(),
             "hybrid_configs": e.hybrid_configs,
             "pipeline_configs": e.pipeline_configs,
             "training_args": e.training_args,
             "model_args": e.model_args,
             "launch_command": self.launch_command,
-            "notes": self.notes,
+            "notes": list(self.notes),
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
         }
 
@@ -115,20 +120,25 @@ def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
     return strategy, notes
 
 
-GPU_KERNELS = ("flash_attention", "fused_rms_norm", "fused_rope")
-
-
 def apply_strategy_overrides(strategy: Strategy, overrides: dict[str, Any], source: str) -> Strategy:
     """`strategy.<section>.<key>` from --config/--set on top of the preset; degrees stay the name's."""
     if not overrides:
         return strategy
     sections = strategy.model_dump(mode="json", exclude={"name", "parallel"})
-    if parse_name(strategy.name).recompute != "off":
+    parts = parse_name(strategy.name)
+    if parts.recompute != "off":
         sections["recompute"].pop("granularity", None)  # the name says it; build_strategy sets it again
-    return build_strategy(parse_name(strategy.name), deep_merge(sections, overrides), source)
+    return build_strategy(parts, deep_merge(sections, overrides), source)
 
 
-def make_plan(
+def default_gpus(strategy: Strategy, nnodes: int) -> str:
+    """Devices per node when --gpus is not given: the strategy's minimum ranks, spread evenly over the nodes."""
+    need = strategy.parallel.dims.min_ranks
+    per_node, rem = divmod(need, nnodes)
+    return str(max(per_node, 1)) if not rem else str(need)
+
+
+def check_layout(
     model: str | ModelSpec,
     strategy_name: str,
     gpus: str | None = None,
@@ -136,16 +146,16 @@ def make_plan(
     master: str | None = None,
     node_rank: int | None = None,
     output_dir: Path | None = None,
-    seq_len: int = DEFAULT_SEQ_LEN,
+    seq_len: int = 4096,
     allow_partial: bool = False,
     device: str = "gpu",
     strategy_overrides: dict[str, Any] | None = None,
     overrides_source: str = "--set",
     device_type: str | None = None,
-    assume_device: str | None = None,
     from_scratch: bool = True,
 ) -> Plan:
-    """Resolve and check everything `llmpt train` would launch; raise LlmptError on the first problem."""
+    """Resolve and check model, strategy and topology; raise LlmptError on the first problem. No estimate yet:
+    `estimated` adds it once the model that will really be built is known."""
     spec = model if isinstance(model, ModelSpec) else resolve_model(model)
     strategy = apply_strategy_overrides(resolve_strategy(strategy_name), strategy_overrides or {}, overrides_source)
     if seq_len < 8:
@@ -153,21 +163,14 @@ def make_plan(
     if device not in ("gpu", "cpu"):
         raise LlmptError(f"--device {device}: allowed: gpu, cpu")
     check_multinode(nnodes, master, node_rank)
-    if gpus is None:
-        per_node, rem = divmod(strategy.parallel.dims.min_ranks, nnodes)
-        gpus = str(max(per_node, 1)) if not rem else str(strategy.parallel.dims.min_ranks)
+    gpus = gpus if gpus is not None else default_gpus(strategy, nnodes)
     topo = Topology(devices=parse_devices(gpus), device=device, nnodes=nnodes, master=master, node_rank=node_rank)
     world_flag = f"--gpus {gpus}" + (f" x --nnodes {nnodes}" if nnodes > 1 else "")
     degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
     # kernels from a shipped preset (or defaults) mean "on where supported"; a strategy file asks explicitly
-    explicit = strategy_name.endswith((".yaml", ".yml")) or os.sep in strategy_name
     caps = check_capabilities(
-        spec,
-        strategy,
-        degrees,
-        allow_partial=allow_partial,
-        optional_kernels=not explicit,
+        spec, strategy, degrees, allow_partial=allow_partial, optional_kernels=not is_strategy_file(strategy_name)
     )
     if caps.kernels_off:
         strategy = strategy.model_copy(update={"kernels": strategy.kernels.model_copy(update=caps.kernels_off)})
@@ -182,23 +185,32 @@ def make_plan(
         notes.append(f"no shipped preset named {strategy.name}: schema defaults for precision, kernels and batch")
     if strategy.parallel.dp is None and expansion.degrees.dp > 1:
         notes.append(f"dp{expansion.degrees.dp} derived from the world size {topo.world_size}")
-    out = output_dir or default_output_dir(spec, strategy)
-    cmd = build_launch_command(topo, out / "run.yaml", log_dir_for(out, topo))
-    est = None
-    card = _card(device, device_type, assume_device, notes)
-    if device == "cpu" or card is not None:
-        layout = Layout(spec, strategy, expansion.degrees, seq_len, topo.nproc_per_node, from_scratch)
-        est = plan_estimate(layout, card)
+    card = _card(device, device_type, notes)
     return Plan(
         model=spec,
         seq_len=seq_len,
         strategy=strategy,
         topology=topo,
         expansion=expansion,
-        launch_command=cmd,
-        notes=notes,
-        estimate=est,
+        output_dir=output_dir or default_output_dir(spec, strategy),
+        from_scratch=from_scratch,
+        notes=tuple(notes),
+        card=card,
     )
+
+
+def estimated(plan: Plan, vocab_size: int | None = None) -> Plan:
+    """The plan with the planner's estimate, for the model as it will be built (`vocab_size`: the vocabulary
+    after the tokenizer grew it, if it did)."""
+    spec = plan.model
+    if vocab_size is not None and vocab_size != spec.vocab_size:
+        spec = spec.model_copy(update={"vocab_size": vocab_size})
+    if plan.topology.device == "gpu" and plan.card is None:
+        return replace(plan, model=spec)
+    layout = Layout(
+        spec, plan.strategy, plan.expansion.degrees, plan.seq_len, plan.topology.nproc_per_node, plan.from_scratch
+    )
+    return replace(plan, model=spec, estimate=plan_estimate(layout, plan.card))
 
 
 def knob_hint(est: Estimate) -> str:
@@ -227,8 +239,8 @@ def check_fits(plan: Plan, force: bool) -> None:
     )
 
 
-def _card(device: str, device_type: str | None, assume: str | None, notes: list[str]) -> Device | None:
-    """The accelerator to estimate for: --device-type, else the local GPU, else `assume` (said in a note)."""
+def _card(device: str, device_type: str | None, notes: list[str]) -> Device | None:
+    """The accelerator to estimate for: --device-type, else the local GPU, else the seed's card (said in a note)."""
     if device == "cpu":
         if device_type:
             raise LlmptError(f"--device-type {device_type} with --device cpu: CPU ranks have no accelerator")
@@ -238,8 +250,5 @@ def _card(device: str, device_type: str | None, assume: str | None, notes: list[
     found = detect_device()
     if found is not None:
         return found
-    if assume:
-        notes.append(f"estimate for {assume} (no --device-type given and no GPU detected here)")
-        return resolve_device(assume)
-    notes.append("no memory check: no --device-type given and no GPU detected here")
-    return None
+    notes.append(f"estimate for {ASSUMED_DEVICE} (no --device-type given and no GPU detected here)")
+    return resolve_device(ASSUMED_DEVICE)

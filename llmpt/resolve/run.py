@@ -1,0 +1,199 @@
+"""`llmpt train`'s resolution, one way through: request -> layers -> checked layout -> data and tokenizer (the
+vocabulary becomes known) -> the plan's estimate, computed once -> one RunConfig, which holds everything the ranks
+need (resume included). Nothing here writes to the run directory; launch/ does that after every check passed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmpt import __version__
+from llmpt.errors import ConfigError, LlmptError, describe_validation_error
+from llmpt.fsutil import cache_dir
+from llmpt.launch.checkpoints import last_complete
+from llmpt.launch.command import check_master_port
+from llmpt.models.registry import MODEL_TYPE, NOT_TRAINABLE, ModelSpec, dropout_config, padded_vocab, paddlenlp_config
+from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
+from llmpt.resolve.request import RunRequest, device_of, read_layers, seq_len_of, strategy_name
+from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
+from llmpt.strategies.expand import run_training_args
+
+
+def resolve_run(req: RunRequest) -> RunConfig:
+    """Every check `llmpt train` makes before a rank starts; the RunConfig the ranks will read."""
+    layers = read_layers(req)
+    try:
+        train = TrainSettings.model_validate(layers.section("train"))
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(layers.source, e, TrainSettings, prefix="train.")) from None
+    name = req.model_name if not isinstance(req.model, ModelSpec) else req.model
+    from_scratch = req.init_from is None
+    plan = check_layout(
+        name,
+        strategy_name(req),
+        gpus=req.gpus,
+        nnodes=req.nnodes,
+        master=req.master,
+        node_rank=req.node_rank,
+        output_dir=Path(req.output_dir) if req.output_dir else None,
+        seq_len=_seq_len(req, layers, name),
+        allow_partial=req.allow_partial,
+        device=device_of(req),
+        strategy_overrides=layers.section("strategy"),
+        overrides_source=layers.source,
+        device_type=req.device_type,
+        from_scratch=from_scratch,
+    )
+    spec = plan.model
+    if spec.family in NOT_TRAINABLE:
+        raise LlmptError(
+            f"llmpt train cannot pretrain {spec.id} ({spec.family}): {NOT_TRAINABLE[spec.family]}",
+            "llmpt plan still checks it; trainable families: llama (incl. Baichuan), qwen, gpt, opt, bloom, chatglm2",
+        )
+    model_cfg = _init_config(req.init_from, spec) if req.init_from else paddlenlp_config(spec, plan.seq_len)
+    model_cfg.update(dropout_config(spec, train.dropout))
+
+    prefixes = _data_prefixes(req, layers, spec)
+    if from_scratch:
+        # run_pretrain.py: from scratch, the vocabulary grows to the tokenizer's, rounded up to 128
+        model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(_tokenizer_vocab(prefixes)))
+    plan = estimated(plan, model_cfg["vocab_size"])  # the model that will really be built, estimated once
+    check_fits(plan, req.force)  # before the data is required or verified: a run that cannot fit is refused at once
+    if not prefixes:
+        raise LlmptError(
+            f"--data is required for {spec.id} (only the tiny models default to the shipped corpus)",
+            "prepare it with: llmpt prepare-data INPUT… --output PREFIX --tokenizer DIR, then --data PREFIX",
+        )
+    manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
+    if req.local:
+        check_master_port(req.master, req.node_rank)
+    output_dir = str(plan.output_dir)
+    return RunConfig(
+        llmpt_version=__version__,
+        output_dir=output_dir,
+        device=plan.topology.device,  # type: ignore[arg-type]
+        world_size=plan.expansion.world_size,
+        nnodes=plan.topology.nnodes,
+        devices=plan.topology.devices,
+        master=plan.topology.master,
+        node_rank=plan.topology.node_rank,
+        resume_from=_resume_from(Path(output_dir)) if req.resume else None,
+        model=ModelSection(id=spec.id, family=spec.family, config=model_cfg, init_from=req.init_from),
+        strategy=plan.strategy,
+        degrees=plan.expansion.degrees,
+        training_args=run_training_args(plan.expansion, plan.strategy, train, output_dir, plan.topology.device),
+        model_args=plan.expansion.model_args,
+        data=DataSection(prefixes=prefixes, seq_len=plan.seq_len, tokenizer_dir=tokenizer_dir, manifests=manifests),
+        train=train,
+        notes=list(plan.notes),
+        estimate=None if plan.estimate is None else plan.estimate.to_dict(),
+    )
+
+
+def resolve_plan(req: RunRequest) -> Plan:
+    """What `llmpt plan` shows: the checked layout and its estimate for the model as the registry states it."""
+    layers = read_layers(req)
+    name = req.model_name if not isinstance(req.model, ModelSpec) else req.model
+    plan = check_layout(
+        name,
+        strategy_name(req),
+        gpus=req.gpus,
+        nnodes=req.nnodes,
+        master=req.master,
+        node_rank=req.node_rank,
+        output_dir=Path(req.output_dir) if req.output_dir else None,
+        seq_len=_seq_len(req, layers, name),
+        allow_partial=req.allow_partial,
+        device=device_of(req),
+        strategy_overrides=layers.section("strategy"),
+        overrides_source=layers.source,
+        device_type=req.device_type,
+        from_scratch=req.init_from is None,
+    )
+    return estimated(plan)
+
+
+def _seq_len(req: RunRequest, layers, model: str | ModelSpec) -> int:
+    from llmpt.models.registry import resolve_model
+
+    return seq_len_of(req, layers, model if isinstance(model, ModelSpec) else resolve_model(model))
+
+
+def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:
+    prefixes = list(req.data) or layers.section("data").get("prefixes")
+    if prefixes:
+        return list(prefixes)
+    return [_shipped_corpus()] if req.demo or spec.id.endswith("-tiny") else []
+
+
+def _shipped_corpus() -> str:
+    """The shipped corpus, prepared once into the cache."""
+    from llmpt.data.prepare import output_paths, prepare_data
+
+    prefix = cache_dir() / "data" / "kjv"
+    if not output_paths(prefix)["manifest"].is_file():
+        prepare_data(None, output=str(prefix), force=True)
+    return str(prefix)
+
+
+def _tokenizer_vocab(prefixes: list[str]) -> int:
+    """The largest vocabulary the data was tokenized with (0 when no prefix has a manifest)."""
+    from llmpt.data.prepare import read_manifest
+
+    return max((m["tokenizer"]["vocab_size"] for p in prefixes if (m := read_manifest(p))), default=0)
+
+
+def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], str]:
+    """Each prefix opens, agrees with its manifest, and has ids below the model's vocabulary."""
+    from llmpt.data.inputs import DataError
+    from llmpt.data.prepare import open_prepared, verify_prepared
+    from llmpt.data.tokenizer import SHIPPED_TOKENIZER
+
+    manifests, tokenizer_dir = {}, None
+    for prefix in prefixes:
+        ds, m = open_prepared(prefix, "--data")
+        if m is not None:
+            verify_prepared(prefix, m, "--data", cache_dir() / "verified-data.json")
+            if (m["documents"], m["tokens"]) != (len(ds), int(ds.sizes.sum())):
+                raise DataError(
+                    f"--data {prefix}: files hold {len(ds)} documents / {int(ds.sizes.sum())} tokens but the manifest "
+                    f"says {m['documents']} / {m['tokens']} (changed since prepare-data?)",
+                    "prepare the data again",
+                )
+            if m["tokenizer"]["vocab_size"] > vocab_size:
+                raise DataError(
+                    f"--data {prefix}: tokenized with a {m['tokenizer']['vocab_size']}-token vocabulary, larger than "
+                    f"the model's {vocab_size}"
+                )
+            manifests[prefix] = m
+            tokenizer_dir = tokenizer_dir or m["tokenizer"]["dir"]
+    return manifests, tokenizer_dir or str(SHIPPED_TOKENIZER)
+
+
+def _init_config(init_from: str, spec: ModelSpec) -> dict[str, Any]:
+    """The config.json of a save_pretrained() directory: the model the ranks will load."""
+    path = Path(init_from, "config.json")
+    if not path.is_file():
+        raise LlmptError(
+            f"--init-from {init_from}: no config.json there", "pass a directory written by save_pretrained()"
+        )
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LlmptError(f"--init-from {init_from}: config.json is not valid JSON ({e})") from None
+    if cfg.get("model_type") != MODEL_TYPE[spec.family]:
+        raise LlmptError(
+            f"--init-from {init_from}: a {cfg.get('model_type')!r} checkpoint, but the model is a {spec.family} model"
+        )
+    return cfg
+
+
+def _resume_from(output_dir: Path) -> str:
+    """--resume: the newest checkpoint every rank finished (llmpt/launch/checkpoints.py)."""
+    ckpt = last_complete(output_dir)
+    if ckpt is None:
+        raise LlmptError(f"--resume: no complete checkpoint in {output_dir}", "train without --resume first")
+    return str(ckpt)

@@ -1,0 +1,113 @@
+"""The run directory's layout: every path, file name and metrics event name the rank, the supervisor, the summary
+and rehearse share. Nothing else spells them.
+
+    <run>/run.yaml              the resolved run (llmpt.run_config); the ranks read it and nothing else
+    <run>/metrics.jsonl         rank 0's live feed: one JSON object per event (EVENT_*)
+    <run>/ranks/rank<N>.pid     "<pid> <host>", written by rank N at start (the supervisor watches it)
+    <run>/ranks/rank<N>.json    rank N's final report (peak memory, tensor bytes); its absence means "not finished"
+    <run>/logs[/node<R>]/       paddle.distributed.launch's workerlog.<N> and llmpt's launcher.log
+    <run>/checkpoint-<step>/    PaddleNLP checkpoints, marked complete by llmpt (llmpt.launch.checkpoints)
+    <run>/summary.json, loss.png, vdl/, data_cache/
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# metrics.jsonl event names, written by the rank's MetricsCallback, read by the summary and the progress line
+EVENT_BEGIN = "begin"  # training loop started: {"step", "max_steps", "t"}
+EVENT_STEP = "step"  # an optimizer step ended: {"step", "t"}
+EVENT_LOG = "log"  # a logged step: {"step", "loss", "learning_rate", "t"}
+EVENT_SAVE = "save"  # a checkpoint was saved: {"step", "t"}
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def run_yaml(self) -> Path:
+        return self.root / "run.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def loss_png(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def vdl(self) -> Path:
+        return self.root / "vdl"
+
+    @property
+    def data_cache(self) -> Path:
+        return self.root / "data_cache"
+
+    @property
+    def ranks(self) -> Path:
+        return self.root / "ranks"
+
+    def rank_pid(self, rank: int | str) -> Path:
+        return self.ranks / f"rank{rank}.pid"
+
+    def rank_report(self, rank: int | str) -> Path:
+        return self.ranks / f"rank{rank}.json"
+
+    def pid_files(self) -> list[Path]:
+        return sorted(self.ranks.glob("rank*.pid"))
+
+    def rank_reports(self) -> list[Path]:
+        return sorted(self.ranks.glob("rank*.json"))
+
+    @staticmethod
+    def rank_of(path: Path) -> str:
+        """'1' for ranks/rank1.pid or ranks/rank1.json."""
+        return path.stem.removeprefix("rank")
+
+    def log_dir(self, nnodes: int = 1, node_rank: int | None = None) -> Path:
+        """Worker logs: logs/, or logs/nodeR/ when several nodes may share the run directory (each node has a
+        workerlog.0)."""
+        return self.root / "logs" / (f"node{node_rank or 0}" if nnodes > 1 else "")
+
+    @staticmethod
+    def worker_log(log_dir: Path, rank: int | str) -> Path:
+        return log_dir / f"workerlog.{rank}"
+
+    @staticmethod
+    def launcher_log(log_dir: Path) -> Path:
+        return log_dir / "launcher.log"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.root / f"checkpoint-{step}"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Every checkpoint-N directory, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = ((CHECKPOINT_RE.match(p.name), p) for p in self.root.iterdir())
+        return sorted((int(m.group(1)), p) for m, p in found if m and p.is_dir())
+
+    def holds_a_run(self) -> bool:
+        """A previous run wrote here (its run.yaml, metrics or a checkpoint)."""
+        return self.root.is_dir() and (
+            self.run_yaml.exists() or self.metrics.exists() or any(self.root.glob("checkpoint-*"))
+        )
+
+    def outputs_of_a_run(self) -> list[Path]:
+        """What a new attempt replaces: the previous run's results (not its logs or run.yaml)."""
+        return [self.metrics, self.summary, self.loss_png]
