@@ -244,7 +244,7 @@ def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int)
     s, deg = lay.strategy, lay.degrees
     dtype = s.precision.dtype
     peak = device.peak_tflops[dtype] * 1e12
-    mp = deg.tp * deg.pp * deg.sep * deg.cp
+    mp = deg.split_degree
     tokens_mb = s.batch.micro_batch_size * lay.seq_len
     tokens_step = tokens_mb * s.batch.grad_accum  # per data-parallel replica
     _, hw = flops_per_token(lay)
@@ -306,12 +306,7 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     else:
         t, hfu = step_time(lay, device, mem, n_card)
         s = lay.strategy
-        tokens_card = (
-            s.batch.micro_batch_size
-            * lay.seq_len
-            * s.batch.grad_accum
-            / (lay.degrees.tp * lay.degrees.pp * lay.degrees.sep * lay.degrees.cp)
-        )
+        tokens_card = s.batch.micro_batch_size * lay.seq_len * s.batch.grad_accum / lay.degrees.split_degree
         est.step_time_s = t
         est.tokens_per_card_per_sec = tokens_card / t
         est.hfu = hfu

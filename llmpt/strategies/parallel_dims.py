@@ -48,6 +48,11 @@ class ParallelDims:
         return self.tp * self.pp * self.sharding * self.sep * self.cp
 
     @property
+    def split_degree(self) -> int:
+        """Ranks one micro batch's compute is split over (tp x pp x sep x cp); sharding and dp replicate it."""
+        return self.tp * self.pp * self.sep * self.cp
+
+    @property
     def min_ranks(self) -> int:
         """The smallest world size this layout runs on (dp 1 where dp is derived)."""
         return self.model_degree * (self.dp or 1)
@@ -138,7 +143,7 @@ class ParallelDims:
         # the same strategy with its outermost replicating axis (sharding, else dp) rescaled to fit
         from llmpt.strategies.grammar import rename_axes
 
-        rest = self.tp * self.pp * self.sep * self.cp
+        rest = self.split_degree
         alt = None
         if world_size % rest == 0:
             k = world_size // rest

@@ -1,7 +1,7 @@
-"""What `llmpt doctor` measures with paddle imported: `python -m llmpt.train.probe facts` prints one JSON object;
-`python -m paddle.distributed.launch --nproc_per_node 2 llmpt/train/probe.py gloo OUT_DIR` checks collectives.
+"""What `llmpt doctor` measures with paddle imported: `python -m llmpt.doctor.probe facts` prints one JSON
+object; `python -m paddle.distributed.launch --nproc_per_node 2 llmpt/doctor/probe.py gloo OUT_DIR` checks collectives.
 
-Facts, not verdicts: llmpt/doctor.py judges them (and its tests judge recorded facts from GPU machines).
+Facts, not verdicts: llmpt/doctor/__init__.py judges them (and its tests judge recorded facts from GPU machines).
 """
 
 from __future__ import annotations

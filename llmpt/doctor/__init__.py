@@ -1,4 +1,4 @@
-"""`llmpt doctor`: can this machine run a long job? Facts come from llmpt/train/probe.py (paddle imported in a
+"""`llmpt doctor`: can this machine run a long job? Facts come from llmpt/doctor/probe.py (paddle imported in a
 subprocess); the verdicts here are pure functions of those facts, so recorded facts from GPU machines test them."""
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmpt.launch.command import RANK_ENTRY
+from llmpt import versions
+from llmpt.strategies.schema import GPU_KERNELS
 
 PYTHON_RANGE = ((3, 10), (3, 13))  # [low, high)
-PADDLE_TESTED = "3.3.1"  # llmpt/train/cpu_backend.py is written against this release
-PADDLENLP_TESTED = "3.0.0b4"
+PADDLE_TESTED = versions.PADDLE
+PADDLENLP_TESTED = versions.PADDLENLP
 MIN_SHM_BYTES = 1 << 30
 MIN_FREE_DISK_BYTES = 50 << 30  # a 7B checkpoint with optimizer state is ~80 GB; less than 50 GB free is a warning
-KERNELS = ("fused_rms_norm", "fused_rope", "flash_attention")
+KERNELS = GPU_KERNELS
+PROBE = Path(__file__).with_name("probe.py")
 
 
 @dataclass
@@ -198,7 +200,7 @@ def _kernel_checks(ops: dict, on_gpu: bool) -> list[Check]:
 def collect(output_dir: Path, gloo_check: bool = True) -> tuple[dict, dict | None]:
     """Run the probe (and, without GPUs, the 2-process gloo check) in subprocesses; return their facts."""
     r = subprocess.run(
-        [sys.executable, "-m", "llmpt.train.probe", "facts"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "llmpt.doctor.probe", "facts"], capture_output=True, text=True, timeout=600
     )
     try:
         facts = json.loads(r.stdout.strip().splitlines()[-1])
@@ -211,11 +213,10 @@ def collect(output_dir: Path, gloo_check: bool = True) -> tuple[dict, dict | Non
 
 
 def _gloo_check() -> dict:
-    probe = Path(RANK_ENTRY).with_name("probe.py")
     with tempfile.TemporaryDirectory(prefix="llmpt-doctor-") as tmp:
         cmd = [
             sys.executable, "-m", "paddle.distributed.launch", "--log_dir", f"{tmp}/logs",
-            "--nproc_per_node", "2", str(probe), "gloo", tmp,
+            "--nproc_per_node", "2", str(PROBE), "gloo", tmp,
         ]  # fmt: skip
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
