@@ -163,7 +163,7 @@ _SHAPE = ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermed
 
 def _judge_first_run(run: Path, world: int, failure: str | None, summary: dict | None) -> list[Stage]:
     rd = RunDir(run)
-    logs = sorted(rd.log_dir().glob("workerlog.*"))
+    logs = RunDir.worker_logs(rd.log_dir())
     records = read_metrics(rd.metrics)
     up = Stage("ranks up", len(logs) == world, f"{len(logs)}/{world} rank logs")
     began = any(r.get("event") == EVENT_BEGIN for r in records)

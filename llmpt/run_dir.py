@@ -89,6 +89,17 @@ class RunDir:
         return log_dir / f"workerlog.{rank}"
 
     @staticmethod
+    def worker_logs(log_dir: Path) -> list[Path]:
+        """Every rank's log in `log_dir`, in rank order."""
+        logs = [p for p in log_dir.glob("workerlog.*") if p.suffix[1:].isdigit()]
+        return sorted(logs, key=lambda p: int(p.suffix[1:]))
+
+    @staticmethod
+    def log_rank(log: Path) -> str | None:
+        """'3' for workerlog.3; None for another file (launcher.log)."""
+        return log.suffix[1:] if log.name.startswith("workerlog.") else None
+
+    @staticmethod
     def launcher_log(log_dir: Path) -> Path:
         return log_dir / "launcher.log"
 

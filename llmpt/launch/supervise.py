@@ -53,8 +53,8 @@ def prepare_output_dir(cfg: RunConfig, overwrite: bool) -> None:
     if previous:
         for p in run.outputs_of_a_run():
             p.unlink(missing_ok=True)
-        for p in out.glob("checkpoint-*"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for _, p in run.checkpoints():
+            shutil.rmtree(p)
         _clear_rank_reports(out)
 
 
@@ -146,14 +146,14 @@ def _log_shows_error(log: Path) -> bool:
 
 def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
     """The first worker log that shows an error, and its last lines."""
-    logs = sorted(log_dir.glob("workerlog.*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
-    for p in [*logs, RunDir.launcher_log(log_dir)]:
+    for p in [*RunDir.worker_logs(log_dir), RunDir.launcher_log(log_dir)]:
         if not p.is_file():
             continue
         lines = p.read_text(errors="replace").splitlines()
         if any("Traceback" in ln or _ERROR.search(ln) for ln in lines[-200:]):
             tail = [ln for ln in lines if ln.strip()][-15:]
-            return (p.name.replace("workerlog.", "rank ") if p.name.startswith("workerlog") else "the launcher"), tail
+            rank = RunDir.log_rank(p)
+            return (f"rank {rank}" if rank is not None else "the launcher"), tail
     return None
 
 
@@ -187,7 +187,8 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
                     raise TrainingFailed(
                         f"training failed: rank {rank} (pid {pid}) died before finishing; every rank was stopped "
                         f"(logs: {log_dir})",
-                        f"see {log_dir}/workerlog.{rank} ; continue from the last complete checkpoint with --resume",
+                        f"see {RunDir.worker_log(log_dir, rank)} ; continue from the last complete checkpoint "
+                        "with --resume",
                     )
                 time.sleep(poll_seconds)
         except KeyboardInterrupt:

@@ -80,3 +80,19 @@ def test_dp_is_derived_when_the_name_leaves_it_out(world, dp):
     e = expand(resolve_strategy("tp2sd4_stage2"), world)
     assert e.degrees.dp == dp
     assert e.hybrid_configs["dp_degree"] == dp
+
+
+RUN_GOLDEN = Path(__file__).parent / "golden" / "run_training_args.json"
+
+
+def test_run_training_args_match_golden():
+    """The whole TrainingArguments of a run (strategy + schedule + bookkeeping): every PaddleNLP key llmpt sets."""
+    from llmpt.run_config import TrainSettings
+    from llmpt.strategies.expand import run_training_args
+
+    s = resolve_strategy("tp2sd4_stage2")
+    train = TrainSettings(max_steps=100, eval_steps=10, save_steps=0, lr_scheduler="linear")
+    current = run_training_args(expand(s, 8), s, train, "runs/x", "gpu")
+    if os.environ.get("LLMPT_UPDATE_GOLDEN") == "1":
+        RUN_GOLDEN.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    assert current == json.loads(RUN_GOLDEN.read_text())
