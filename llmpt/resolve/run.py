@@ -15,9 +15,17 @@ from llmpt.errors import ConfigError, LlmptError, describe_validation_error
 from llmpt.fsutil import cache_dir
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
-from llmpt.models.registry import MODEL_TYPE, NOT_TRAINABLE, ModelSpec, dropout_config, padded_vocab, paddlenlp_config
+from llmpt.models.registry import (
+    MODEL_TYPE,
+    NOT_TRAINABLE,
+    ModelSpec,
+    dropout_config,
+    padded_vocab,
+    paddlenlp_config,
+    resolve_model,
+)
 from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
-from llmpt.resolve.request import RunRequest, device_of, read_layers, seq_len_of, strategy_name
+from llmpt.resolve.request import Layers, RunRequest, device_of, read_layers, seq_len_of, strategy_name
 from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
 from llmpt.strategies.expand import run_training_args
 
@@ -29,24 +37,8 @@ def resolve_run(req: RunRequest) -> RunConfig:
         train = TrainSettings.model_validate(layers.section("train"))
     except ValidationError as e:
         raise ConfigError(describe_validation_error(layers.source, e, TrainSettings, prefix="train.")) from None
-    name = req.model_name if not isinstance(req.model, ModelSpec) else req.model
     from_scratch = req.init_from is None
-    plan = check_layout(
-        name,
-        strategy_name(req),
-        gpus=req.gpus,
-        nnodes=req.nnodes,
-        master=req.master,
-        node_rank=req.node_rank,
-        output_dir=Path(req.output_dir) if req.output_dir else None,
-        seq_len=_seq_len(req, layers, name),
-        allow_partial=req.allow_partial,
-        device=device_of(req),
-        strategy_overrides=layers.section("strategy"),
-        overrides_source=layers.source,
-        device_type=req.device_type,
-        from_scratch=from_scratch,
-    )
+    plan = _checked_layout(req, layers)
     spec = plan.model
     if spec.family in NOT_TRAINABLE:
         raise LlmptError(
@@ -95,17 +87,20 @@ def resolve_run(req: RunRequest) -> RunConfig:
 
 def resolve_plan(req: RunRequest) -> Plan:
     """What `llmpt plan` shows: the checked layout and its estimate for the model as the registry states it."""
-    layers = read_layers(req)
-    name = req.model_name if not isinstance(req.model, ModelSpec) else req.model
-    plan = check_layout(
-        name,
+    return estimated(_checked_layout(req, read_layers(req)))
+
+
+def _checked_layout(req: RunRequest, layers: Layers) -> Plan:
+    model = req.model if isinstance(req.model, ModelSpec) else resolve_model(req.model_name)
+    return check_layout(
+        model,
         strategy_name(req),
         gpus=req.gpus,
         nnodes=req.nnodes,
         master=req.master,
         node_rank=req.node_rank,
         output_dir=Path(req.output_dir) if req.output_dir else None,
-        seq_len=_seq_len(req, layers, name),
+        seq_len=seq_len_of(req, layers, model),
         allow_partial=req.allow_partial,
         device=device_of(req),
         strategy_overrides=layers.section("strategy"),
@@ -113,13 +108,6 @@ def resolve_plan(req: RunRequest) -> Plan:
         device_type=req.device_type,
         from_scratch=req.init_from is None,
     )
-    return estimated(plan)
-
-
-def _seq_len(req: RunRequest, layers, model: str | ModelSpec) -> int:
-    from llmpt.models.registry import resolve_model
-
-    return seq_len_of(req, layers, model if isinstance(model, ModelSpec) else resolve_model(model))
 
 
 def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:
