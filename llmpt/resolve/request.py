@@ -7,7 +7,7 @@ once, by the schema of the section they fill (resolve.run)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,26 @@ class RunRequest:
         return m.id if isinstance(m, ModelSpec) else m
 
 
+# the named flags that fill a settings key, as the user typed them
+FLAG_KEYS = {
+    ("train", "max_steps"): "--max-steps",
+    ("train", "seed"): "--seed",
+    ("train", "save_steps"): "--save-steps",
+}
+
+
 @dataclass(frozen=True)
 class Layers:
-    """--config FILE, the named flags and --set merged into sections; `source` names the layer to blame."""
+    """--config FILE, the named flags and --set merged into sections; `source` names the layer to blame, and
+    `origin(path)` the layer a single key came from (the flag or file the user typed, or the demo's default)."""
 
     sections: dict[str, Any]
     source: str
+    config_file: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, Any] = field(default_factory=dict)
+    demo: dict[str, Any] = field(default_factory=dict)
 
     def section(self, key: str) -> dict[str, Any]:
         value = self.sections.get(key) or {}
@@ -79,29 +93,48 @@ class Layers:
             raise ConfigError(f"{self.source}: {key}: expected a mapping of keys to values (got {value!r})")
         return value
 
+    def origin(self, *path: str) -> str | None:
+        """Where the value at `path` (e.g. "strategy", "batch", "micro_batch_size") came from; None: not set."""
+        dotted = ".".join(path)
+        if _has(self.sets, path):
+            return f"--set {dotted}"
+        if tuple(path) in FLAG_KEYS and _has(self.flags, path):
+            return FLAG_KEYS[tuple(path)]
+        if _has(self.config, path):
+            return f"{self.config_file}: {dotted}"
+        if _has(self.demo, path):
+            return "the demo's default"
+        return None
+
+
+def _has(tree: dict[str, Any], path: tuple[str, ...] | list[str]) -> bool:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
 
 def read_layers(req: RunRequest) -> Layers:
-    layers: dict[str, Any] = {}
+    config: dict[str, Any] = {}
     source = "--set"
     if req.config_file:
-        layers = read_yaml(Path(req.config_file))
-        unknown = sorted(set(layers) - set(CONFIG_KEYS))
+        config = read_yaml(Path(req.config_file))
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
         if unknown:
             raise ConfigError(f"{req.config_file}: unknown key '{unknown[0]}'; allowed: {', '.join(CONFIG_KEYS)}")
         source = req.config_file
-    flags = {
-        k: v
-        for k, v in (("max_steps", req.max_steps), ("seed", req.seed), ("save_steps", req.save_steps))
-        if v is not None
-    }
-    layers = deep_merge(deep_merge(layers, {"train": flags}), parse_set(list(req.set_items)))
+    named = {"max_steps": req.max_steps, "seed": req.seed, "save_steps": req.save_steps}
+    flags = {"train": {k: v for k, v in named.items() if v is not None}}
+    sets = parse_set(list(req.set_items))
+    layers = deep_merge(deep_merge(config, flags), sets)
     if req.set_items:
         source = "--set"
+    demo: dict[str, Any] = {}
     if req.demo:
-        layers = deep_merge(
-            {"train": {"max_steps": DEMO["max_steps"], **DEMO_TRAIN}, "strategy": DEMO_STRATEGY}, layers
-        )
-    return Layers(layers, source)
+        demo = {"train": {"max_steps": DEMO["max_steps"], **DEMO_TRAIN}, "strategy": DEMO_STRATEGY}
+        layers = deep_merge(demo, layers)
+    return Layers(layers, source, req.config_file, config, flags, sets, demo)
 
 
 def strategy_name(req: RunRequest) -> str:
