@@ -1,37 +1,75 @@
-"""CPU (gloo) backend for Paddle fleet hybrid parallelism -- prototype.
+"""Every change llmpt makes to Paddle's code, as one table (PATCHES), so fleet's hybrid parallelism runs on CPU ranks.
 
-Paddle 3.3.1 refuses tensor parallel, pipeline parallel and group-sharded
-stage 2/3 on CPU.  ``install()`` patches the few places that refuse, each
-with a replacement that computes the same forward AND backward using only
-collectives that ProcessGroupGloo implements (all_reduce, broadcast,
-all_gather, send/recv, isend/irecv).
+Paddle 3.3.1 refuses tensor, pipeline and sequence parallel and group-sharded stage 2/3 on CPU: device asserts, ops
+without CPU kernels (c_identity, c_concat, c_split, c_softmax_with_cross_entropy) and ProcessGroupGloo methods that do
+not exist (`*_on_calc_stream`, reduce_scatter). Each Patch names one target, what stands in for it and why. The rank
+entry point calls install() once, after paddle.set_device("cpu") and before fleet.init.
 
-Design rules for every replacement below:
-  * it names the Paddle function it stands in for and why;
-  * it only takes over when running in dynamic (eager) mode on CPU, and
-    otherwise delegates to the original function;
-  * collectives always work on a fresh tensor (never in place on a PyLayer
-    input), so autograd's inplace-version check is never tripped;
-  * every forward communication has its matching backward communication
-    (a forward-only replacement would silently drop a gradient all-reduce).
+The rule, applied by install() to every entry alike: a patched target runs llmpt's CPU implementation only while
+Paddle's device is cpu and it is in dynamic mode; otherwise it calls Paddle's original, kept in ORIGINALS (the only
+record of them). A CPU implementation gets that original as its first argument and calls it for whatever needs no
+CPU handling (new_group for two ranks, the default group's process group, ...). Nothing here is ever uninstalled.
 
-Usage (before fleet.init / model construction):
-    import cpu_backend; cpu_backend.install()
+Mechanism, by the kind of target (Patch.mechanism), each the narrowest that reaches every caller:
+  * "rebind": a module-level function. Replaced in its module and in every loaded paddle/paddlenlp module that bound
+    it by name -- `from mp_ops import _c_identity` copies the reference, so patching mp_ops alone would miss it.
+  * "class": a method or property. Set on the class, where every instance looks it up.
+  * "proxy": a name that one Paddle module uses for a check llmpt must answer differently in that module only (the
+    `core.is_compiled_with_cuda()` of a device assert). That module's global becomes a proxy which answers the one
+    attribute and forwards everything else, so no other module sees a change. Patch.uses pins how often the module's
+    source uses the name: each use was read and is safe to answer so.
+Where Paddle's own function is right but for one check, the check is answered (a proxy, or an argument) and Paddle's
+body runs: no entry copies an upstream body. The entries that replace a body re-implement an operation with gloo's
+collectives (all_reduce, broadcast, all_gather, send/recv); each says why Paddle's cannot be wrapped. Collectives work
+on a fresh tensor, never in place on a PyLayer input (autograd's inplace-version check), and every forward
+communication has its matching backward one.
+
+Against a Paddle upgrade: each entry states the parameter names its target must have; install() checks every entry
+before patching and refuses, naming the entry (tests/unit/test_cpu_backend_targets.py runs the same check). install()
+also refuses any release but llmpt.versions.PADDLE, because a body can change under an unchanged signature.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
+import inspect
+import os
+import sys
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
-SUPPORTED_PADDLE = "3.3.1"
+from llmpt.versions import PADDLE
 
-_INSTALLED = False
-_ORIG = {}  # name -> original object, so that uninstall()/debugging is possible
+Mechanism = Literal["rebind", "class", "proxy"]
 
 
 class CpuBackendError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One target in Paddle and what stands in for it on CPU."""
+
+    target: str  # "module:attribute.path"; for a proxy the path starts with the module's global that is proxied
+    mechanism: Mechanism
+    expects_signature: tuple[str, ...] | None  # the target's parameter names; None: compiled, existence only
+    why: str
+    cpu: Callable[..., Any]  # the CPU implementation, called as cpu(original, *args, **kwargs)
+    uses: int | None = None  # proxy only: how often the module's source uses the proxied name
+
+    @property
+    def name(self) -> str:
+        module, path = self.target.split(":")
+        return f"{module.rsplit('.', 1)[-1]}.{path}"
+
+
+ORIGINALS: dict[str, Callable[..., Any]] = {}  # patch name -> Paddle's original (a property's getter)
+_INSTALLED = False
 
 
 # --------------------------------------------------------------------------
@@ -39,16 +77,11 @@ class CpuBackendError(RuntimeError):
 # --------------------------------------------------------------------------
 
 
-def _on_cpu():
+def _active() -> bool:
+    """The rule: CPU implementations run only on CPU in dynamic mode."""
     import paddle
 
-    return paddle.get_device().split(":")[0] == "cpu"
-
-
-def _eager():
-    import paddle
-
-    return paddle.in_dynamic_mode()
+    return paddle.get_device().split(":")[0] == "cpu" and paddle.in_dynamic_mode()
 
 
 def _group_or_default(group):
@@ -58,8 +91,8 @@ def _group_or_default(group):
 
 
 def _fresh(x):
-    """A new, contiguous tensor with x's values (gloo needs contiguous buffers;
-    a fresh tensor also keeps collectives off PyLayer inputs)."""
+    """A new, contiguous tensor with x's values (gloo needs contiguous buffers; a fresh tensor also keeps
+    collectives off PyLayer inputs)."""
     if hasattr(x, "is_contiguous") and not x.is_contiguous():
         return x.contiguous()
     return x.clone()
@@ -96,55 +129,20 @@ def _slice_for_rank(x, rank, nranks, axis):
     return _fresh(paddle.slice(x, axes=[axis], starts=[rank * k], ends=[(rank + 1) * k]))
 
 
-def _swap_everywhere(orig, new, prefixes=("paddle", "paddlenlp")):
-    """Replace every module-level reference to `orig` (e.g. names imported with
-    `from mp_ops import _c_identity`) by `new`, in already-imported modules."""
-    import sys
-
-    n = 0
-    for mname, mod in list(sys.modules.items()):
-        if mod is None or not mname.startswith(prefixes):
-            continue
-        d = getattr(mod, "__dict__", None)
-        if not d:
-            continue
-        for k, v in list(d.items()):
-            if v is orig:
-                d[k] = new
-                n += 1
-    return n
-
-
-class _ModuleProxy(types.ModuleType):
-    """A stand-in for a module object *inside one Paddle module only*: forwards
-    every attribute to the real module except the few overridden ones."""
-
-    def __init__(self, real, **overrides):
-        super().__init__(real.__name__)
-        object.__setattr__(self, "_real", real)
-        object.__setattr__(self, "_over", overrides)
-
-    def __getattr__(self, name):
-        over = object.__getattribute__(self, "_over")
-        if name in over:
-            return over[name]
-        return getattr(object.__getattribute__(self, "_real"), name)
-
-
 # --------------------------------------------------------------------------
-# 1. tensor-parallel communication ops (paddle.distributed.fleet.layers.mpu.mp_ops)
+# tensor-parallel communication (fleet.layers.mpu.mp_ops): forward and backward with gloo collectives
 # --------------------------------------------------------------------------
 
 
-def _make_mp_ops():
+@functools.cache
+def _mp_layers() -> types.SimpleNamespace:
+    """The PyLayers the mp_ops entries apply (built on first use: defining them needs paddle)."""
     import paddle
+    import paddle.distributed as dist
     from paddle.autograd import PyLayer
 
-    class CpuIdentity(PyLayer):
-        """Stands in for mp_ops.c_identity_eager: forward is a copy, backward
-        all-reduces (sums) the gradient over the mp group.  The original uses
-        the c_identity kernel (no CPU kernel) and
-        ProcessGroup.all_reduce_on_calc_stream (not implemented by gloo)."""
+    class Identity(PyLayer):
+        """c_identity: forward is a copy, backward sums the gradient over the mp group."""
 
         @staticmethod
         def forward(ctx, x, group):
@@ -155,12 +153,8 @@ def _make_mp_ops():
         def backward(ctx, dy):
             return _all_reduce_copy(dy, ctx.group)
 
-    class CpuAllReduce(PyLayer):
-        """Stands in for mp_ops.mp_allreduce_eager: forward sums over the mp
-        group, backward is the identity.  The original all-reduces *in place*
-        on the PyLayer input through all_reduce_on_calc_stream (no gloo
-        implementation, and the in-place write trips autograd's version check);
-        here the sum goes to a fresh tensor."""
+    class AllReduce(PyLayer):
+        """mp_allreduce: forward sums over the mp group into a fresh tensor, backward is the identity."""
 
         @staticmethod
         def forward(ctx, x, group):
@@ -170,11 +164,8 @@ def _make_mp_ops():
         def backward(ctx, dy):
             return dy.clone()
 
-    class CpuSplitLast(PyLayer):
-        """Stands in for mp_ops.c_split_eager: forward keeps this rank's slice
-        of the last dim, backward all-gathers the gradient slices back along the
-        last dim.  The original uses the c_split kernel (no CPU kernel) and
-        all_gather_into_tensor_on_calc_stream (gathers along dim 0)."""
+    class SplitLast(PyLayer):
+        """c_split: forward keeps this rank's slice of the last dim, backward all-gathers the slices back."""
 
         @staticmethod
         def forward(ctx, x, group):
@@ -185,11 +176,9 @@ def _make_mp_ops():
         def backward(ctx, dy):
             return _all_gather_concat(dy, ctx.group, axis=-1)
 
-    class CpuConcatLast(PyLayer):
-        """Stands in for _C_ops.c_concat (+ its registered grad op c_split):
-        forward all-gathers along the last dim, backward keeps this rank's
-        slice of the gradient (the output is replicated on every mp rank, so no
-        reduction is needed -- same as Paddle's c_concat_grad)."""
+    class ConcatLast(PyLayer):
+        """c_concat (+ its grad op c_split): forward all-gathers along the last dim, backward keeps this rank's
+        slice of the gradient (the output is replicated on every mp rank: no reduction, as c_concat_grad)."""
 
         @staticmethod
         def forward(ctx, x, group):
@@ -200,18 +189,13 @@ def _make_mp_ops():
         def backward(ctx, dy):
             return _slice_for_rank(dy, ctx.group.rank, ctx.group.nranks, axis=-1)
 
-    class CpuVocabParallelCE(PyLayer):
-        """Stands in for _C_ops.c_softmax_with_cross_entropy (no CPU kernel):
-        softmax cross entropy over logits whose last (vocab) dim is split over
-        the mp group.  forward: global max (all-reduce MAX), global sum of exp
-        (all-reduce SUM), the target logit picked on the owning rank
-        (all-reduce SUM).  backward: d loss/d logits = softmax - onehot, local
-        slice only (exactly what c_softmax_with_cross_entropy_grad computes)."""
+    class VocabParallelCE(PyLayer):
+        """c_softmax_with_cross_entropy over logits whose last (vocab) dim is split over the mp group. forward:
+        global max (all-reduce MAX), global sum of exp (all-reduce SUM), the target logit picked on the owning rank
+        (all-reduce SUM). backward: softmax - onehot on the local slice, as c_softmax_with_cross_entropy_grad."""
 
         @staticmethod
         def forward(ctx, logits, label, group, ignore_index):
-            import paddle.distributed as dist
-
             rank = group.rank
             vloc = logits.shape[-1]
             start = rank * vloc
@@ -242,331 +226,167 @@ def _make_mp_ops():
             g = (softmax - onehot) * (dloss.astype(softmax.dtype) * valid.astype(softmax.dtype))
             return g.astype(ctx.out_dtype), None
 
-    return CpuIdentity, CpuAllReduce, CpuSplitLast, CpuConcatLast, CpuVocabParallelCE
-
-
-def _patch_mp_ops():
-    from paddle.distributed.fleet.layers.mpu import mp_ops
-
-    CpuIdentity, CpuAllReduce, CpuSplitLast, CpuConcatLast, CpuVocabParallelCE = _make_mp_ops()
-
-    orig_identity = mp_ops._c_identity
-    orig_concat = mp_ops._c_concat
-    orig_split = mp_ops._c_split
-    orig_allreduce = mp_ops._mp_allreduce
-    orig_ce = mp_ops._c_softmax_with_cross_entropy
-    _ORIG.update(
-        _c_identity=orig_identity,
-        _c_concat=orig_concat,
-        _c_split=orig_split,
-        _mp_allreduce=orig_allreduce,
-        _c_softmax_with_cross_entropy=orig_ce,
+    return types.SimpleNamespace(
+        Identity=Identity,
+        AllReduce=AllReduce,
+        SplitLast=SplitLast,
+        ConcatLast=ConcatLast,
+        VocabParallelCE=VocabParallelCE,
     )
 
-    # replaces mp_ops._c_identity (ColumnParallelLinear input, llama parallel_matmul)
-    def _c_identity(tensor, group=None, skip_c_identity_dynamic=False):
-        if not (_eager() and _on_cpu()):
-            return orig_identity(tensor, group, skip_c_identity_dynamic)
-        if group is not None and not group.is_member():
-            return None
-        # skip_c_identity_dynamic only skips the forward copy in Paddle; the
-        # backward all-reduce is kept, so it is ignored here on purpose.
-        return CpuIdentity.apply(tensor, _group_or_default(group))
 
-    # replaces mp_ops._c_concat (ColumnParallelLinear(gather_output=True),
-    # llama parallel_matmul with tensor_parallel_output=False)
-    def _c_concat(tensor, group=None):
-        if not (_eager() and _on_cpu()):
-            return orig_concat(tensor, group)
-        if group is not None and not group.is_member():
-            return None
-        return CpuConcatLast.apply(tensor, _group_or_default(group))
+def _c_identity(original, tensor, group=None, skip_c_identity_dynamic=False):
+    if group is not None and not group.is_member():
+        return None
+    # skip_c_identity_dynamic only skips Paddle's forward copy; its backward all-reduce stays, so it is ignored here
+    return _mp_layers().Identity.apply(tensor, _group_or_default(group))
 
-    # replaces mp_ops._c_split (RowParallelLinear(input_is_parallel=False))
-    def _c_split(tensor, group=None):
-        if not (_eager() and _on_cpu()):
-            return orig_split(tensor, group)
-        if group is not None and not group.is_member():
-            return None
-        return CpuSplitLast.apply(tensor, _group_or_default(group))
 
-    # replaces mp_ops._mp_allreduce (RowParallelLinear / VocabParallelEmbedding output)
-    def _mp_allreduce(
-        tensor, op=None, group=None, use_calc_stream=True, use_model_parallel=True, skip_c_identity_dynamic=False
-    ):
-        if not (_eager() and _on_cpu()):
-            kw = dict(
-                group=group,
-                use_calc_stream=use_calc_stream,
-                use_model_parallel=use_model_parallel,
-                skip_c_identity_dynamic=skip_c_identity_dynamic,
-            )
-            return orig_allreduce(tensor, op, **kw) if op is not None else orig_allreduce(tensor, **kw)
-        if group is not None and not group.is_member():
-            return None
-        from paddle.distributed import ReduceOp
+def _c_concat(original, tensor, group=None):
+    if group is not None and not group.is_member():
+        return None
+    return _mp_layers().ConcatLast.apply(tensor, _group_or_default(group))
 
-        assert op is None or op == ReduceOp.SUM, f"only SUM is supported, got {op}"
-        return CpuAllReduce.apply(tensor, _group_or_default(group))
 
-    # replaces mp_ops._c_softmax_with_cross_entropy (ParallelCrossEntropy,
-    # used when tensor_parallel_output=True)
-    def _c_softmax_with_cross_entropy(logits, label, group=None, return_softmax=False, ignore_index=-100):
-        if not (_eager() and _on_cpu()):
-            return orig_ce(logits, label, group, return_softmax, ignore_index)
-        if group is not None and not group.is_member():
-            return None
-        if return_softmax:
-            raise CpuBackendError("cpu_backend: return_softmax=True is not implemented")
-        if logits.ndim - 1 == label.ndim:
-            label = label.unsqueeze(-1)
-        return CpuVocabParallelCE.apply(logits, label, _group_or_default(group), ignore_index)
+def _c_split(original, tensor, group=None):
+    if group is not None and not group.is_member():
+        return None
+    return _mp_layers().SplitLast.apply(tensor, _group_or_default(group))
 
-    for orig, new in [
-        (orig_identity, _c_identity),
-        (orig_concat, _c_concat),
-        (orig_split, _c_split),
-        (orig_allreduce, _mp_allreduce),
-        (orig_ce, _c_softmax_with_cross_entropy),
-    ]:
-        new.__name__ = orig.__name__
-        new.__doc__ = f"cpu_backend replacement for paddle mp_ops.{orig.__name__}"
-        _swap_everywhere(orig, new)
+
+def _mp_allreduce(
+    original, tensor, op=None, group=None, use_calc_stream=True, use_model_parallel=True, skip_c_identity_dynamic=False
+):
+    if group is not None and not group.is_member():
+        return None
+    from paddle.distributed import ReduceOp
+
+    if op is not None and op != ReduceOp.SUM:
+        raise CpuBackendError(f"cpu_backend: mp all-reduce supports SUM only, got {op}")
+    return _mp_layers().AllReduce.apply(tensor, _group_or_default(group))
+
+
+def _c_softmax_with_cross_entropy(original, logits, label, group=None, return_softmax=False, ignore_index=-100):
+    if group is not None and not group.is_member():
+        return None
+    if return_softmax:
+        raise CpuBackendError("cpu_backend: return_softmax=True is not implemented")
+    if logits.ndim - 1 == label.ndim:
+        label = label.unsqueeze(-1)
+    return _mp_layers().VocabParallelCE.apply(logits, label, _group_or_default(group), ignore_index)
 
 
 # --------------------------------------------------------------------------
-# 2. fleet.utils.hybrid_parallel_util.broadcast_input_data
+# tensor-parallel input broadcast (fleet.utils.hybrid_parallel_util)
 # --------------------------------------------------------------------------
 
 
-def _patch_broadcast_input_data():
+def _broadcast_input_data(original, /, hcg, *inputs, **kwargs):
     from paddle.distributed.fleet.utils import hybrid_parallel_util as hpu
 
-    orig = hpu.broadcast_input_data
-    _ORIG["broadcast_input_data"] = orig
-
-    def _bcast(hcg, obj):
+    def bcast(obj):
         import paddle
 
         if isinstance(obj, paddle.Tensor):
-            # Paddle's helper already works on CPU tensors; only the device
-            # assert/copy in broadcast_input_data is GPU-specific.  Paddle's
-            # device copy also makes sliced (strided) inputs contiguous, which
-            # gloo requires, so do that here.
+            # Paddle's device copy also makes sliced (strided) inputs contiguous, which gloo requires
             if not obj.is_contiguous():
                 obj = obj.contiguous()
             hpu._broadcast_data_help(obj, obj.shape, obj.dtype, hcg)
             return obj
         if isinstance(obj, dict):
-            return {k: _bcast(hcg, v) for k, v in obj.items()}
+            return {k: bcast(v) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):
-            return type(obj)(_bcast(hcg, v) for v in obj)
+            return type(obj)(bcast(v) for v in obj)
         box = [obj]
         hpu._broadcast_object_list_help(box, hcg)
         return box[0]
 
-    # Replaces hybrid_parallel_util.broadcast_input_data, which asserts
-    # "Only support xpu, gpu and custom_device" and copies inputs to the device.
-    # On CPU the inputs already live where they are used: broadcast each tensor
-    # from the mp source rank over the mp group, exactly as Paddle does after its
-    # device copy.
-    def broadcast_input_data(hcg, *inputs, **kwargs):
-        if not _on_cpu():
-            return orig(hcg, *inputs, **kwargs)
-        if len(inputs) > 0:
-            inputs = _bcast(hcg, tuple(inputs))
-        if len(kwargs) > 0:
-            kwargs = _bcast(hcg, dict(kwargs))
-        return inputs, kwargs
-
-    _swap_everywhere(orig, broadcast_input_data)
+    if len(inputs) > 0:
+        inputs = bcast(tuple(inputs))
+    if len(kwargs) > 0:
+        kwargs = bcast(dict(kwargs))
+    return inputs, kwargs
 
 
 # --------------------------------------------------------------------------
-# 3. ParallelEnv.device_id
+# pipeline parallel (ParallelEnv, fleet.meta_parallel.pp_utils.p2p_communication)
 # --------------------------------------------------------------------------
 
 
-def _patch_parallel_env():
-    from paddle.distributed import parallel
-
-    cls = parallel.ParallelEnv
-    orig = cls.__dict__["device_id"]
-    _ORIG["ParallelEnv.device_id"] = orig
-
-    # Replaces the ParallelEnv.device_id property: it returns self._device_id,
-    # which is only set when FLAGS_selected_gpus/xpus/custom devices exist; on
-    # CPU it raises AttributeError (PipelineLayer.__init__ reads it).  CPU
-    # ranks have a single "device" 0.
-    def device_id(self):
-        try:
-            return orig.fget(self)
-        except AttributeError:
-            return 0
-
-    cls.device_id = property(device_id, doc=orig.__doc__)
+def _device_id(original, self):
+    try:
+        return original(self)
+    except AttributeError:  # only set from FLAGS_selected_gpus/xpus/custom devices
+        return 0
 
 
-# --------------------------------------------------------------------------
-# 4. pipeline p2p (fleet.meta_parallel.pp_utils.p2p_communication)
-# --------------------------------------------------------------------------
-
-
-def _patch_p2p():
+def _batch_send_recv_on_calc_stream(original, p2p_op_list):
     from paddle.distributed.fleet.meta_parallel.pp_utils import p2p_communication as p2p
 
-    orig_batch = p2p.batch_send_recv_on_calc_stream
-    orig_partial = p2p._is_valid_send_recv_partial
-    _ORIG.update(batch_send_recv_on_calc_stream=orig_batch, _is_valid_send_recv_partial=orig_partial)
+    tasks = []
+    for op in p2p_op_list:
+        grp = op.group
+        peer = grp.get_group_rank(op.peer)
+        if op.op is p2p._send_on_calc_stream:
+            tasks.append(grp.process_group.send(op.tensor, peer, False))
+        elif op.op is p2p._recv_on_calc_stream:
+            tasks.append(grp.process_group.recv(op.tensor, peer, False))
+        else:
+            raise CpuBackendError(f"cpu_backend: unexpected p2p op {op.op}")
+    for t in tasks:
+        t.wait()
 
-    # Replaces p2p_communication.batch_send_recv_on_calc_stream, which runs
-    # send_on_calc_stream / recv_on_calc_stream inside a coalescing manager
-    # (neither is implemented by ProcessGroupGloo).  Here every op is posted
-    # as an asynchronous gloo send/recv on the same pipe group and all are
-    # waited for before returning -- the same "batch" semantics (the caller
-    # may use the received tensors right after the call).
-    def batch_send_recv_on_calc_stream(p2p_op_list):
-        if not _on_cpu():
-            return orig_batch(p2p_op_list)
-        tasks = []
-        for op in p2p_op_list:
-            grp = op.group
-            peer = grp.get_group_rank(op.peer)
-            if op.op is p2p._send_on_calc_stream:
-                tasks.append(grp.process_group.send(op.tensor, peer, False))
-            elif op.op is p2p._recv_on_calc_stream:
-                tasks.append(grp.process_group.recv(op.tensor, peer, False))
-            else:
-                raise CpuBackendError(f"unexpected p2p op {op.op}")
-        for t in tasks:
-            t.wait()
 
-    # Replaces p2p_communication._is_valid_send_recv_partial.  Partial send/recv
-    # (each mp rank sends 1/mp of the activation, then an all_gather_partial
-    # rebuilds it) needs send_partial/all_gather_partial_on_calc_stream, which
-    # gloo lacks.  Returning False makes every mp rank send the whole tensor,
-    # which is what pipeline_configs.enable_partial_send_recv=False does.
-    def _is_valid_send_recv_partial(tensor, mp_degree):
-        if not _on_cpu():
-            return orig_partial(tensor, mp_degree)
-        return False
-
-    p2p.batch_send_recv_on_calc_stream = batch_send_recv_on_calc_stream
-    p2p._is_valid_send_recv_partial = _is_valid_send_recv_partial
+def _is_valid_send_recv_partial(original, tensor, mp_degree):
+    return False
 
 
 # --------------------------------------------------------------------------
-# 5. sequence parallel (fleet.utils.sequence_parallel_utils)
+# sequence parallel (fleet.utils.sequence_parallel_utils)
 # --------------------------------------------------------------------------
 
 
-def _patch_sequence_parallel():
-    from paddle.distributed.fleet.utils import sequence_parallel_utils as spu
+def _mp_group():
+    from paddle.distributed import fleet
 
-    orig_rs = spu.reduce_scatter
-    orig_ag = spu.all_gather
-    _ORIG.update(sp_reduce_scatter=orig_rs, sp_all_gather=orig_ag)
+    return fleet.get_hybrid_communicate_group().get_model_parallel_group()
 
-    def _mp_group():
-        from paddle.distributed import fleet
 
-        return fleet.get_hybrid_communicate_group().get_model_parallel_group()
+def _sp_reduce_scatter(original, input):
+    g = _mp_group()
+    return _slice_for_rank(_all_reduce_copy(input, g), g.rank, g.nranks, axis=0)
 
-    # Replaces sequence_parallel_utils.reduce_scatter (used by ReduceScatterOp
-    # forward and AllGatherOp backward): gloo has no reduce_scatter ("does not
-    # support reduce_scatter with sync_op flag").  Same result via an
-    # out-of-place all-reduce followed by keeping this rank's dim-0 slice.
-    def reduce_scatter(input):
-        if not _on_cpu():
-            return orig_rs(input)
-        g = _mp_group()
-        return _slice_for_rank(_all_reduce_copy(input, g), g.rank, g.nranks, axis=0)
 
-    # Replaces sequence_parallel_utils.all_gather (GatherOp/AllGatherOp forward,
-    # ScatterOp/ReduceScatterOp backward) with an explicit gather+concat along
-    # dim 0; Paddle's version allocates with paddle.empty and fills it through
-    # the raw process-group call, which works on gloo but is kept uniform here.
-    def all_gather(input):
-        if not _on_cpu():
-            return orig_ag(input)
-        return _all_gather_concat(input, _mp_group(), axis=0)
-
-    spu.reduce_scatter = reduce_scatter
-    spu.all_gather = all_gather
+def _sp_all_gather(original, input):
+    return _all_gather_concat(input, _mp_group(), axis=0)
 
 
 # --------------------------------------------------------------------------
-# 6. group sharded stage 2 / 3
+# group sharded stage 2 / 3 (paddle.distributed.sharding, fleet.meta_parallel.sharding)
 # --------------------------------------------------------------------------
 
 
-def _patch_group_sharded():
+def _answer_true(original):
+    return True
+
+
+def _get_device_with_index(original, *args, **kwargs):
+    device = original(*args, **kwargs)
+    return "cpu:0" if device == "cpu" else device
+
+
+def _custom_device_types_with_cpu(original):
+    return [*original(), "cpu"]
+
+
+def _add_rank_params(original, self, trainable_params, param2align, convert_gpu=True):
+    return original(self, trainable_params, param2align, False)
+
+
+def _dygraph_clip(original, self, params_grads):
     import paddle
-    from paddle.base import core
-    from paddle.distributed.fleet.meta_parallel.sharding import (
-        group_sharded_optimizer_stage2 as os2,
-    )
-    from paddle.distributed.fleet.meta_parallel.sharding import (
-        group_sharded_stage3 as s3,
-    )
-    from paddle.distributed.sharding import group_sharded as gs
 
-    # GroupShardedOptimizerStage2.__init__ and GroupShardedStage3.__init__
-    # assert core.is_compiled_with_cuda() or xpu or custom device.  The only
-    # use of core.is_compiled_with_cuda in those two modules is that assert, so
-    # the module-local `core` is replaced by a proxy answering True there.
-    os2.core = _ModuleProxy(core, is_compiled_with_cuda=lambda: True)
-    s3.core = _ModuleProxy(core, is_compiled_with_cuda=lambda: True)
-
-    # GroupShardedOptimizerStage2.__init__ does
-    # `self.dev_id = int(paddle.get_device().split(":")[1])`, an IndexError on
-    # "cpu".  dev_id is only used by the offload path (.cuda(dev_id)).  Inside
-    # that module only, paddle.get_device() reports "cpu:0".
-    real_get_device = paddle.get_device
-
-    def get_device():
-        d = real_get_device()
-        return "cpu:0" if d == "cpu" else d
-
-    os2.paddle = _ModuleProxy(paddle, get_device=get_device)
-
-    from paddle.distributed.fleet.meta_parallel.sharding import group_sharded_storage as gss
-
-    orig_add = gss.ParamStorage.add_rank_params
-    _ORIG["ParamStorage.add_rank_params"] = orig_add
-
-    # Replaces ParamStorage.add_rank_params (called by
-    # GroupShardedOptimizerStage2._integration_params with convert_gpu=True).
-    # With convert_gpu=True it does `param_cpu = param.cpu(); param._clear_data()`
-    # -- on CPU, .cpu() aliases the same storage, so clearing destroys the value
-    # before it is copied into the flat buffer ("Tensor not initialized") -- and
-    # then moves the buffer with cvt_to_device (CUDA/XPU only).  The buffer
-    # already lives on the CPU, so convert_gpu=False is the exact CPU
-    # equivalent: copy the param into its slice, then make the param a view of it.
-    def add_rank_params(self, trainable_params, param2align, convert_gpu=True):
-        if _on_cpu():
-            convert_gpu = False
-        return orig_add(self, trainable_params, param2align, convert_gpu)
-
-    gss.ParamStorage.add_rank_params = add_rank_params
-
-    from paddle.distributed.fleet.meta_parallel.sharding import group_sharded_utils as gsu
-
-    orig_clip = gsu.GroupShardedClipGrad._dygraph_clip
-    _ORIG["GroupShardedClipGrad._dygraph_clip"] = orig_clip
-
-    # Replaces GroupShardedClipGrad._dygraph_clip (the global-norm clip that
-    # GroupShardedStage3 -- and stage 2 in pure-dp mode -- installs on the
-    # optimizer).  Paddle's version parses a device id out of "gpu:N" and, when
-    # the current device is "cpu", moves the norm to CUDA (.cuda(dev_id)).  Same
-    # math here: squared norms of sharded slices are summed over the sharding
-    # group, squared norms of params marked `unslice` (replicated, same on every
-    # rank) are added once, then every grad is scaled by
-    # clip_norm / max(global_norm, clip_norm).
-    @paddle.autograd.no_grad()
-    def _dygraph_clip(self, params_grads):
-        if not _on_cpu():
-            return orig_clip(self, params_grads)
+    with paddle.no_grad():
         sliced = paddle.zeros([], dtype="float32")
         unsliced = paddle.zeros([], dtype="float32")
         for p, g in params_grads:
@@ -588,97 +408,15 @@ def _patch_group_sharded():
             g.stop_gradient = True
             g.scale_(scale.astype(g.dtype))
             g.stop_gradient = keep
-        return params_grads
-
-    gsu.GroupShardedClipGrad._dygraph_clip = _dygraph_clip
-
-    orig = gs.group_sharded_parallel
-    _ORIG["group_sharded_parallel"] = orig
-
-    # Replaces paddle.distributed.sharding.group_sharded_parallel, which asserts
-    # the device is gpu/xpu/custom.  Same construction (stage-2 optimizer +
-    # GroupShardedStage2 for "os"/"os_g", GroupShardedStage3 for "p_g_os"),
-    # with device="cpu" passed down.
-    def group_sharded_parallel(
-        model,
-        optimizer,
-        level,
-        scaler=None,
-        group=None,
-        offload=False,
-        sync_buffers=False,
-        buffer_max_size=2**23,
-        segment_size=2**20,
-        sync_comm=False,
-        dp_group=None,
-        exclude_layer=None,
-    ):
-        if not _on_cpu():
-            return orig(
-                model,
-                optimizer,
-                level,
-                scaler=scaler,
-                group=group,
-                offload=offload,
-                sync_buffers=sync_buffers,
-                buffer_max_size=buffer_max_size,
-                segment_size=segment_size,
-                sync_comm=sync_comm,
-                dp_group=dp_group,
-                exclude_layer=exclude_layer,
-            )
-        if offload:
-            raise CpuBackendError("cpu_backend: sharding offload is meaningless on CPU")
-        if level not in ("os", "os_g", "p_g_os"):
-            raise ValueError("The level must be os, os_g or p_g_os.")
-        if any(p.dtype in (paddle.float16,) for p in model.parameters()) and scaler is not None:
-            scaler = gs.GroupShardedScaler(scaler)
-        if level in ("os", "os_g"):
-            optimizer = gs.GroupShardedOptimizerStage2(
-                params=optimizer._parameter_list,
-                optim=optimizer,
-                group=group,
-                offload=False,
-                dp_group=dp_group,
-                device="cpu",
-            )
-            model = gs.GroupShardedStage2(
-                model,
-                optimizer,
-                group=group,
-                sync_buffers=sync_buffers,
-                buffer_max_size=buffer_max_size,
-                dp_group=dp_group,
-                device="cpu",
-            )
-        else:
-            model = gs.GroupShardedStage3(
-                model,
-                optimizer=optimizer,
-                group=group,
-                sync_buffers=sync_buffers,
-                segment_size=segment_size,
-                offload=False,
-                sync_comm=sync_comm,
-                dp_group=dp_group,
-                device="cpu",
-                exclude_layer=exclude_layer,
-            )
-        if isinstance(scaler, paddle.amp.GradScaler):
-            scaler = gs.GroupShardedScaler(scaler)
-        return model, optimizer, scaler
-
-    gs.group_sharded_parallel = group_sharded_parallel
-    _swap_everywhere(orig, group_sharded_parallel)
+    return params_grads
 
 
 # --------------------------------------------------------------------------
-# 7. gloo sub-group creation (paddle.distributed.collective.new_group)
+# gloo sub-groups (paddle.distributed.collective)
 # --------------------------------------------------------------------------
 
 
-_GROUP_RANKS: list[list[int]] = []  # the ranks of the group new_group is creating (read by the store patch)
+_GROUP_RANKS: list[list[int]] = []  # the ranks of the group new_group is creating (read by _new_process_group_impl)
 
 
 @contextlib.contextmanager
@@ -691,112 +429,386 @@ def _creating(ranks, default):
         _GROUP_RANKS.pop()
 
 
-def _patch_new_group():
+def _new_group(original, ranks=None, backend=None, *args, **kwargs):
     from paddle.distributed import collective
 
-    orig = collective.new_group
-    _ORIG["new_group"] = orig
-
-    # Replaces paddle.distributed.new_group.  With more than 2 gloo ranks,
-    # HybridCommunicateGroup creates many sub-groups back to back; each
-    # ProcessGroupGloo.create makes its members connect TCP pairs through the
-    # store while other ranks are already creating the next group, and the
-    # connects race ("Connection refused" / timeouts).  On CPU:
-    #   * every rank synchronises on the default group before and after each
-    #     creation (HybridCommunicateGroup calls new_group on ALL ranks for
-    #     every group, members or not, so the barrier is collective);
-    #   * a group spanning every rank reuses the default group's gloo process
-    #     group instead of opening a second set of connections.
-    # The returned Group has its own gid/name exactly as new_group would give.
-    def new_group(
-        ranks=None, backend=None, timeout=collective._default_timeout, nccl_comm_init_option=0, nccl_config=None
-    ):
-        default = collective._get_group_map_by_name().get(collective._default_group_name)
-        if not (_eager() and _on_cpu()) or backend not in (None, "gloo") or default is None:
-            return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
-        world = default.nranks
-        if world <= 2:  # never raced with two ranks; leave untouched (but say whose group it is)
-            with _creating(ranks, default):
-                return orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
-        if ranks is not None and sorted(ranks) == sorted(default.ranks):
-            gid = collective._custom_gid if collective._custom_gid else collective._new_ring_id()
-            name = collective._default_group_name + str(gid)
-            group = collective.Group(default.rank, gid, sorted(ranks), pg=default.process_group, name=name)
-            collective._group_map_by_name[name] = group
-            collective._group_map[gid] = group
-            collective._group_map_backend[group] = "gloo"
-            collective._add_new_group(group)
-            return group
-        default.process_group.barrier().wait()
+    default = collective._get_group_map_by_name().get(collective._default_group_name)
+    if backend not in (None, "gloo") or default is None:
+        return original(ranks, backend, *args, **kwargs)
+    if default.nranks <= 2:  # never raced with two ranks; leave untouched (but say whose group it is)
         with _creating(ranks, default):
-            group = orig(ranks, backend, timeout, nccl_comm_init_option, nccl_config)
-        default.process_group.barrier().wait()
+            return original(ranks, backend, *args, **kwargs)
+    if ranks is not None and sorted(ranks) == sorted(default.ranks):
+        gid = collective._custom_gid if collective._custom_gid else collective._new_ring_id()
+        name = collective._default_group_name + str(gid)
+        group = collective.Group(default.rank, gid, sorted(ranks), pg=default.process_group, name=name)
+        collective._group_map_by_name[name] = group
+        collective._group_map[gid] = group
+        collective._group_map_backend[group] = "gloo"
+        collective._add_new_group(group)
         return group
+    default.process_group.barrier().wait()
+    with _creating(ranks, default):
+        group = original(ranks, backend, *args, **kwargs)
+    default.process_group.barrier().wait()
+    return group
 
-    _swap_everywhere(orig, new_group)
 
-
-def _patch_group_stores():
-    import os
-
+def _new_process_group_impl(original, backend, store, rank, world_size, group_name, pg_options, group_id=0, **kwargs):
     from paddle.base import core
-    from paddle.distributed import collective
 
-    orig = collective._new_process_group_impl
-    _ORIG["_new_process_group_impl"] = orig
-
-    # Replaces paddle.distributed.collective._new_process_group_impl for gloo sub-groups on CPU.
-    # ProcessGroupGloo rendezvous through the one default TCPStore with keys that do not carry the group:
-    # with 8 ranks, the second of two disjoint 4-rank groups ([0,2,4,6] then [1,3,5,7]) reads the first
-    # group's addresses and fails ("sizeof(impl_) == bytes.size()", connection refused, pair timeouts);
-    # any group of 3+ ranks also clobbers keys the default group connects with later. Each sub-group now
-    # rendezvous through its own TCPStore, hosted by its first member on master port + 1 + group id: on that
-    # member's own host (PADDLE_TRAINER_ENDPOINTS lists every rank's), so groups may span nodes.
-    def _new_process_group_impl(backend, store, rank, world_size, group_name, pg_options, group_id=0, **kwargs):
-        if backend != "gloo" or group_id == 0 or not _on_cpu():
-            return orig(backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kwargs)
-        host, port = os.environ.get("PADDLE_MASTER", "127.0.0.1:6170").rsplit(":", 1)
-        endpoints = [e for e in os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e]
-        if _GROUP_RANKS and endpoints and _GROUP_RANKS[-1][0] < len(endpoints):
-            host = endpoints[_GROUP_RANKS[-1][0]].rsplit(":", 1)[0]
-        own = core.TCPStore(host, int(port) + 1 + group_id, rank == 0, world_size, 900)
-        return core.ProcessGroupGloo.create(own, rank, world_size, group_id)
-
-    collective._new_process_group_impl = _new_process_group_impl
+    if backend != "gloo" or group_id == 0:  # the default group keeps the default store
+        return original(backend, store, rank, world_size, group_name, pg_options, group_id=group_id, **kwargs)
+    host, port = os.environ.get("PADDLE_MASTER", "127.0.0.1:6170").rsplit(":", 1)
+    endpoints = [e for e in os.environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e]
+    if _GROUP_RANKS and endpoints and _GROUP_RANKS[-1][0] < len(endpoints):
+        host = endpoints[_GROUP_RANKS[-1][0]].rsplit(":", 1)[0]
+    own = core.TCPStore(host, int(port) + 1 + group_id, rank == 0, world_size, 900)
+    return core.ProcessGroupGloo.create(own, rank, world_size, group_id)
 
 
 # --------------------------------------------------------------------------
-# entry point
+# the table
+# --------------------------------------------------------------------------
+
+_MP = "paddle.distributed.fleet.layers.mpu.mp_ops"
+_P2P = "paddle.distributed.fleet.meta_parallel.pp_utils.p2p_communication"
+_SP = "paddle.distributed.fleet.utils.sequence_parallel_utils"
+_SHARDING = "paddle.distributed.fleet.meta_parallel.sharding"
+_NO_CPU_KERNEL = "the {} kernel has no CPU build and ProcessGroupGloo lacks the *_on_calc_stream collective it uses"
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        f"{_MP}:_c_identity",
+        "rebind",
+        ("tensor", "group", "skip_c_identity_dynamic"),
+        "ColumnParallelLinear's input and llama's parallel_matmul. "
+        + _NO_CPU_KERNEL.format("c_identity")
+        + "; a PyLayer copies forward and all-reduces (sums) the gradient backward.",
+        _c_identity,
+    ),
+    Patch(
+        f"{_MP}:_c_concat",
+        "rebind",
+        ("tensor", "group"),
+        "ColumnParallelLinear(gather_output=True), parallel_matmul with tensor_parallel_output=False. "
+        + _NO_CPU_KERNEL.format("c_concat")
+        + "; a PyLayer all-gathers along the last dim and keeps its own gradient slice.",
+        _c_concat,
+    ),
+    Patch(
+        f"{_MP}:_c_split",
+        "rebind",
+        ("tensor", "group"),
+        "RowParallelLinear(input_is_parallel=False). "
+        + _NO_CPU_KERNEL.format("c_split")
+        + " (all_gather_into_tensor, which also gathers along dim 0); a PyLayer slices the last dim and all-gathers"
+        " the gradient back.",
+        _c_split,
+    ),
+    Patch(
+        f"{_MP}:_mp_allreduce",
+        "rebind",
+        ("tensor", "op", "group", "use_calc_stream", "use_model_parallel", "skip_c_identity_dynamic"),
+        "RowParallelLinear's and VocabParallelEmbedding's output. Paddle all-reduces in place on the PyLayer input"
+        " through all_reduce_on_calc_stream (no gloo implementation; the in-place write trips autograd's version"
+        " check); a PyLayer sums into a fresh tensor, identity backward. SUM only, as every mp caller uses.",
+        _mp_allreduce,
+    ),
+    Patch(
+        f"{_MP}:_c_softmax_with_cross_entropy",
+        "rebind",
+        ("logits", "label", "group", "return_softmax", "ignore_index"),
+        "ParallelCrossEntropy (tensor_parallel_output=True). The c_softmax_with_cross_entropy kernel has no CPU build;"
+        " a PyLayer computes the vocab-parallel softmax cross entropy with three all-reduces (max, sum of exp, target"
+        " logit) and its exact gradient. return_softmax=True is refused (no caller on the llmpt path uses it).",
+        _c_softmax_with_cross_entropy,
+    ),
+    Patch(
+        "paddle.distributed.fleet.utils.hybrid_parallel_util:broadcast_input_data",
+        "rebind",
+        ("hcg", "inputs", "kwargs"),
+        "TensorParallel's pre-forward. Paddle's asserts a gpu/xpu/custom device, then builds a Place from 'dev:N'"
+        " (CPUPlace takes no index) and copies each input there: not a check a wrapper can answer. Re-implemented as"
+        " Paddle's own per-tensor/per-object broadcast helpers over the mp group, made contiguous for gloo.",
+        _broadcast_input_data,
+    ),
+    Patch(
+        "paddle.distributed.parallel:ParallelEnv.device_id",
+        "class",
+        ("self",),
+        "PipelineLayer reads it; the property returns self._device_id, which is only set from"
+        " FLAGS_selected_gpus/xpus/custom devices, so on CPU it raises AttributeError. A CPU rank's device is 0.",
+        _device_id,
+    ),
+    Patch(
+        f"{_P2P}:batch_send_recv_on_calc_stream",
+        "rebind",
+        ("p2p_op_list",),
+        "Pipeline activations and gradients. Paddle runs send/recv_on_calc_stream in a coalescing manager, neither"
+        " implemented by ProcessGroupGloo; every op is posted as an async gloo send/recv on the same group and all"
+        " are awaited before returning (the same batch semantics).",
+        _batch_send_recv_on_calc_stream,
+    ),
+    Patch(
+        f"{_P2P}:_is_valid_send_recv_partial",
+        "rebind",
+        ("tensor", "mp_degree"),
+        "Partial send/recv (each mp rank sends 1/mp of an activation, all_gather_partial rebuilds it) needs"
+        " send_partial and all_gather_partial_on_calc_stream, which gloo lacks. Answering False makes every mp rank"
+        " send the whole tensor, as pipeline_configs.enable_partial_send_recv=False does.",
+        _is_valid_send_recv_partial,
+    ),
+    Patch(
+        f"{_SP}:reduce_scatter",
+        "rebind",
+        ("input",),
+        "ReduceScatterOp forward, AllGatherOp backward. gloo has no reduce_scatter (does not support reduce_scatter"
+        " with sync_op flag); the same result as an out-of-place all-reduce that keeps this rank's dim-0 slice.",
+        _sp_reduce_scatter,
+    ),
+    Patch(
+        f"{_SP}:all_gather",
+        "rebind",
+        ("input",),
+        "GatherOp/AllGatherOp forward, ScatterOp/ReduceScatterOp backward. Paddle's fills a paddle.empty output"
+        " through the raw process group's all_gather; gathered here with dist.all_gather on a contiguous copy, like"
+        " every other collective in this table (gloo needs contiguous buffers).",
+        _sp_all_gather,
+    ),
+    Patch(
+        f"{_SHARDING}.group_sharded_optimizer_stage2:core.is_compiled_with_cuda",
+        "proxy",
+        None,
+        "GroupShardedOptimizerStage2.__init__ asserts a CUDA, XPU or custom-device build; its one use, that assert,"
+        " answers True.",
+        _answer_true,
+        uses=1,
+    ),
+    Patch(
+        f"{_SHARDING}.group_sharded_stage3:core.is_compiled_with_cuda",
+        "proxy",
+        None,
+        "GroupShardedStage3.__init__ asserts a CUDA, XPU or custom-device build; its one use, that assert,"
+        " answers True.",
+        _answer_true,
+        uses=1,
+    ),
+    Patch(
+        f"{_SHARDING}.group_sharded_optimizer_stage2:paddle.get_device",
+        "proxy",
+        ("input",),
+        "GroupShardedOptimizerStage2.__init__ parses int(get_device().split(':')[1]) (an IndexError on 'cpu'; the id"
+        " only feeds the offload path's .cuda()); its other two uses hand the device to GroupShardedClipGrad, whose"
+        " CPU clip ignores it. Answers 'cpu:0' for 'cpu'.",
+        _get_device_with_index,
+        uses=3,
+    ),
+    Patch(
+        "paddle.distributed.sharding.group_sharded:paddle.device.get_all_custom_device_type",
+        "proxy",
+        (),
+        "group_sharded_parallel (PaddleNLP's stage 2/3 wrapper) asserts a gpu/xpu/custom device; its one use, that"
+        " assert, also lists 'cpu', so Paddle's own body runs and passes device='cpu' down.",
+        _custom_device_types_with_cpu,
+        uses=1,
+    ),
+    Patch(
+        f"{_SHARDING}.group_sharded_storage:ParamStorage.add_rank_params",
+        "class",
+        ("self", "trainable_params", "param2align", "convert_gpu"),
+        "GroupShardedOptimizerStage2 calls it with convert_gpu=True, which does param.cpu() then param._clear_data():"
+        " on CPU .cpu() aliases the storage, so the value is gone before it is copied ('Tensor not initialized'),"
+        " and then cvt_to_device (CUDA/XPU only). The buffer already is on the CPU: Paddle's own body with"
+        " convert_gpu=False.",
+        _add_rank_params,
+    ),
+    Patch(
+        f"{_SHARDING}.group_sharded_utils:GroupShardedClipGrad._dygraph_clip",
+        "class",
+        ("self", "params_grads"),
+        "Global-norm clip of stage 3 (and of stage 2). Paddle's parses a device id out of 'dev:N' and, when the"
+        " device is cpu, moves the norm to the accelerator (.cuda(dev_id)); answering both with 'cpu:0' would make its"
+        " device_guard call set_device('cpu:0'), which Paddle rejects, so it cannot be wrapped. Re-implemented: the"
+        " same math (squares of sharded grads summed over the group, of replicated 'unslice' params added once, every"
+        " grad scaled by clip/max(norm, clip)), in fp32, without SelectedRows (no sparse gradients here).",
+        _dygraph_clip,
+    ),
+    Patch(
+        "paddle.distributed.collective:new_group",
+        "rebind",
+        ("ranks", "backend", "timeout", "nccl_comm_init_option", "nccl_config"),
+        "With more than 2 gloo ranks, HybridCommunicateGroup creates sub-groups back to back and the TCP pair"
+        " connects race ('Connection refused', timeouts). Every rank waits on the default group before and after"
+        " each creation (fleet calls new_group on ALL ranks for every group, so the barrier is collective), and a"
+        " group of every rank reuses the default group's process group. Two ranks go to Paddle's.",
+        _new_group,
+    ),
+    Patch(
+        "paddle.distributed.collective:_new_process_group_impl",
+        "rebind",
+        (
+            "backend",
+            "store",
+            "rank",
+            "world_size",
+            "group_name",
+            "pg_options",
+            "group_id",
+            "nccl_comm_init_option",
+            "nccl_config",
+        ),
+        "ProcessGroupGloo rendezvous through the one default TCPStore with keys that do not name the group: with 8"
+        " ranks the second of two disjoint 4-rank groups reads the first one's addresses, and 3+ rank groups clobber"
+        " keys the default group connects with later. Each gloo sub-group gets its own TCPStore on its first"
+        " member's host (PADDLE_TRAINER_ENDPOINTS), port master + 1 + group id; the default group is Paddle's.",
+        _new_process_group_impl,
+    ),
+)
+
+
+# --------------------------------------------------------------------------
+# checking and installing
 # --------------------------------------------------------------------------
 
 
-def install():
-    """Apply all CPU patches.  Idempotent.  Returns True if patches are (now)
-    active, False if the current device is not CPU (nothing patched).
-    Raises CpuBackendError on an unsupported Paddle version."""
+class _ModuleProxy(types.ModuleType):
+    """A stand-in for an object inside one Paddle module only: answers the overridden attributes, forwards the
+    rest to the real object."""
+
+    def __init__(self, real, **overrides):
+        super().__init__(getattr(real, "__name__", type(real).__name__))
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_over", dict(overrides))
+
+    def __getattr__(self, name):
+        over = object.__getattribute__(self, "_over")
+        if name in over:
+            return over[name]
+        return getattr(object.__getattribute__(self, "_real"), name)
+
+
+def _resolve(patch: Patch) -> tuple[types.ModuleType, Any, str, Any]:
+    """(module, owner of the last attribute, its name, the target object). Raises LookupError naming what is gone."""
+    module_name, path = patch.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise LookupError(f"module {module_name} is gone ({e})") from None
+    owner, obj, names = None, module, path.split(".")
+    for i, name in enumerate(names):
+        owner = obj
+        try:
+            obj = inspect.getattr_static(owner, name) if isinstance(owner, type) else getattr(owner, name)
+        except AttributeError:
+            raise LookupError(f"{module_name}.{'.'.join(names[: i + 1])} is gone") from None
+    return module, owner, names[-1], obj
+
+
+def _original(obj: Any) -> Callable[..., Any]:
+    """What a patch delegates to: a property's getter, an unwrapped patch, or the object itself."""
+    if isinstance(obj, property):
+        obj = obj.fget
+    return getattr(obj, "__llmpt_original__", obj)
+
+
+def check_target(patch: Patch) -> list[str]:
+    """What no longer holds about this patch's target in the installed Paddle; empty when the patch still fits."""
+    try:
+        module, owner, _, obj = _resolve(patch)
+    except LookupError as e:
+        return [str(e)]
+    problems = []
+    fn = _original(obj)
+    kinds = {
+        "rebind": inspect.isfunction(fn) and isinstance(owner, types.ModuleType),
+        "class": isinstance(owner, type) and (inspect.isfunction(fn) or isinstance(obj, property)),
+        "proxy": callable(fn) and patch.target.split(":")[1].count(".") >= 1,
+    }
+    if not kinds[patch.mechanism]:
+        problems.append(f"is a {type(obj).__name__} of {type(owner).__name__}, not a {patch.mechanism} target")
+    if patch.expects_signature is not None:
+        try:
+            found = tuple(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            found = None
+        if found != patch.expects_signature:
+            problems.append(f"parameters {found}, the patch expects {patch.expects_signature}")
+    if patch.uses is not None:
+        name = patch.target.split(":")[1]
+        found_uses = inspect.getsource(module).count(f"{name}(")
+        if found_uses != patch.uses:
+            problems.append(f"{module.__name__} calls {name}() {found_uses} times; the patch was read for {patch.uses}")
+    return problems
+
+
+def _guarded(patch: Patch, like: Callable[..., Any]) -> Callable[..., Any]:
+    """The rule, one place: the CPU implementation on CPU in dynamic mode, Paddle's original otherwise."""
+    name, cpu = patch.name, patch.cpu
+
+    @functools.wraps(like)
+    def patched(*args, **kwargs):
+        original = ORIGINALS[name]
+        if _active():
+            return cpu(original, *args, **kwargs)
+        return original(*args, **kwargs)
+
+    patched.__llmpt_original__ = like
+    return patched
+
+
+def _rebind_everywhere(orig, new, prefixes=("paddle", "paddlenlp")) -> None:
+    """Replace every module-level reference to `orig` by `new` in already-imported modules."""
+    for mname, mod in list(sys.modules.items()):
+        if mod is None or not mname.startswith(prefixes):
+            continue
+        d = getattr(mod, "__dict__", None)
+        for k, v in list((d or {}).items()):
+            if v is orig:
+                d[k] = new
+
+
+def _proxied(real, names: list[str], value) -> _ModuleProxy:
+    """`real` as seen through a proxy whose attribute path `names` answers `value`."""
+    proxy = real if isinstance(real, _ModuleProxy) else _ModuleProxy(real)
+    head, *rest = names
+    over = object.__getattribute__(proxy, "_over")
+    over[head] = value if not rest else _proxied(getattr(proxy, head), rest, value)
+    return proxy
+
+
+def _apply(patch: Patch) -> None:
+    module, owner, attr, obj = _resolve(patch)
+    ORIGINALS[patch.name] = _original(obj)
+    new = _guarded(patch, ORIGINALS[patch.name])
+    if patch.mechanism == "rebind":
+        _rebind_everywhere(obj, new)
+    elif patch.mechanism == "class":
+        setattr(owner, attr, property(new, doc=obj.__doc__) if isinstance(obj, property) else new)
+    else:
+        head, *rest = patch.target.split(":")[1].split(".")
+        module.__dict__[head] = _proxied(module.__dict__[head], rest, new)
+
+
+def install() -> bool:
+    """Apply every patch (idempotent). True if the patches are active, False if the device is not CPU (nothing
+    patched). Raises CpuBackendError on another Paddle release or a target that no longer fits its patch."""
     global _INSTALLED
     import paddle
 
-    if paddle.__version__ != SUPPORTED_PADDLE:
+    if paddle.__version__ != PADDLE:
         raise CpuBackendError(
-            f"cpu_backend was written against paddlepaddle=={SUPPORTED_PADDLE}; found "
-            f"{paddle.__version__}. The patched internals may differ; refusing to patch."
+            f"cpu_backend was written against paddlepaddle=={PADDLE}; found {paddle.__version__}. "
+            "The patched internals may differ; refusing to patch."
         )
     if _INSTALLED:
         return True
-    if not _on_cpu():
+    if paddle.get_device().split(":")[0] != "cpu":
         return False
-    _patch_mp_ops()
-    _patch_broadcast_input_data()
-    _patch_parallel_env()
-    _patch_p2p()
-    _patch_sequence_parallel()
-    _patch_group_sharded()
-    _patch_new_group()
-    _patch_group_stores()
+    problems = [f"{p.name}: {msg}" for p in PATCHES for msg in check_target(p)]
+    if problems:
+        raise CpuBackendError("cpu_backend: Paddle no longer matches these patches: " + "; ".join(problems))
+    for patch in PATCHES:
+        _apply(patch)
     _INSTALLED = True
     return True
-
-
-def installed():
-    return _INSTALLED
