@@ -64,8 +64,8 @@ def plan(
         + " x ".join(f"{k}{v}" for k, v in deg.items() if v > 1 or k == "dp"),
         highlight=False,
     )
+    print_settings(p)
     for title, key in (
-        ("strategy", "strategy"),
         ("fleet hybrid_configs", "hybrid_configs"),
         ("PaddleNLP training arguments", "training_args"),
     ):
@@ -75,6 +75,24 @@ def plan(
         console.print(f"[dim]note:[/] {n}", highlight=False)
     if p.estimate is not None:
         print_estimate(p.estimate)
+
+
+def print_settings(p) -> None:
+    """Every strategy setting, its value and where it came from (name, base profile, preset, planner, file, --set)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"strategy {p.strategy.name}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", no_wrap=True)
+    table.add_column("from", overflow="fold")
+    dump = p.strategy.model_dump(mode="json", exclude={"name", "description"})
+    for section, values in dump.items():
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            table.add_row(path, shown or "-", p.sources.get(path, "schema default"))
+    console.print(table)
 
 
 def print_estimate(est) -> None:

@@ -17,6 +17,7 @@ data-parallel traffic. MFU counts model FLOPs only (no recompute), as the seed's
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,6 +68,7 @@ class Estimate:
     hfu: float | None
     notes: list[str] = field(default_factory=list)
     knob: dict[str, Any] | None = None
+    knob_layout: Layout | None = None  # the layout `knob` describes (not serialised)
 
     @property
     def memory_mb_per_card(self) -> float:
@@ -371,7 +373,7 @@ def candidate_changes(lay: Layout) -> list[tuple[str, Layout, list[str]]]:
     return out
 
 
-def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> dict[str, Any] | None:
+def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> tuple[dict[str, Any], Layout] | None:
     """The smallest change that fits: of the one-step changes (then pairs) that fit, the fastest (CPU: smallest)."""
 
     def score(e: Estimate) -> tuple[float, float]:
@@ -380,40 +382,52 @@ def first_knob(lay: Layout, device: Device | None, capacity_mb: float) -> dict[s
     def fits(e: Estimate) -> bool:
         return e.memory_mb_per_card <= capacity_mb
 
-    level = [([what], cand, sets) for what, cand, sets in candidate_changes(lay) if _allowed(cand)]
+    level = [([what], cand, sets) for what, cand, sets in candidate_changes(lay) if allowed(cand, device is None)]
     for depth in (1, 2):
         scored = [(estimate(c, device), whats, c, sets) for whats, c, sets in level]
         ok = [x for x in scored if fits(x[0])]
         if ok:
             e, whats, c, sets = max(ok, key=lambda x: score(x[0]))
-            return {
-                "change": " + ".join(whats),
-                "strategy": c.strategy.name,
-                "set": sets,
-                "memory_mb_per_card": round(e.memory_mb_per_card, 1),
-                "tokens_per_card_per_sec": (
-                    None if e.tokens_per_card_per_sec is None else round(e.tokens_per_card_per_sec, 2)
-                ),
-            }
+            return knob_dict(" + ".join(whats), c, sets, e), c
         if depth == 1:
             level = [
                 (whats + [w2], c2, sets + s2)
                 for whats, c, sets in level
                 for w2, c2, s2 in candidate_changes(c)
-                if _allowed(c2) and w2.split()[0] != whats[0].split()[0]
+                if allowed(c2, device is None) and w2.split()[0] != whats[0].split()[0]
             ]
     return None
 
 
-def _allowed(lay: Layout) -> bool:
-    """The matrix and the model's shape accept this layout."""
+def knob_dict(change: str, lay: Layout, sets: list[str], e: Estimate) -> dict[str, Any]:
+    return {
+        "change": change,
+        "strategy": lay.strategy.name,
+        "set": sets,
+        "memory_mb_per_card": round(e.memory_mb_per_card, 1),
+        "tokens_per_card_per_sec": None if e.tokens_per_card_per_sec is None else round(e.tokens_per_card_per_sec, 2),
+    }
+
+
+def allowed(lay: Layout, on_cpu: bool = False) -> bool:
+    """The grammar, the matrix, the model's shape (and on CPU, llmpt's gloo backend) accept this layout."""
     from llmpt.errors import LlmptError
-    from llmpt.models.matrix import check_capabilities
+    from llmpt.models.matrix import load_matrix, needed_cells, row_supports
     from llmpt.models.shape import check_model_shape
+    from llmpt.strategies.grammar import parse_name
+    from llmpt.strategies.validate import check_runs_on_cpu, check_strategy
 
     try:
+        if parse_name(lay.strategy.name).parallel != lay.strategy.parallel:
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # options without effect in a candidate are not the user's concern
+            check_strategy(lay.strategy)
         check_model_shape(lay.spec, lay.strategy, lay.degrees, lay.seq_len, lay.from_scratch)
-        check_capabilities(lay.spec, lay.strategy, lay.degrees, allow_partial=False)
+        if not row_supports(load_matrix().row(lay.spec.matrix_row), needed_cells(lay.strategy, lay.degrees)):
+            return False
+        if on_cpu:
+            check_runs_on_cpu(lay.strategy)
     except LlmptError:
         return False
     return True
@@ -440,5 +454,7 @@ def plan_estimate(lay: Layout, device: Device | None) -> Estimate:
             est.capacity_mb = ram / lay.nproc_per_node
             est.fits = est.memory_mb_per_card <= est.capacity_mb
     if est.fits is False:
-        est.knob = first_knob(lay, device, est.capacity_mb)
+        found = first_knob(lay, device, est.capacity_mb)
+        if found is not None:
+            est.knob, est.knob_layout = found
     return est

@@ -7,7 +7,7 @@ planner's (llmpt/planner/); this module decides what it is asked about and turns
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,16 @@ from llmpt.launch.command import Topology, build_launch_command, check_multinode
 from llmpt.models.matrix import check_capabilities
 from llmpt.models.registry import ModelSpec, padded_vocab, paddlenlp_config, resolve_model
 from llmpt.models.shape import check_model_shape
-from llmpt.overrides import deep_merge
+from llmpt.planner.batch import choose_batch
 from llmpt.planner.devices import Device, detect_device, resolve_device
-from llmpt.planner.estimate import Estimate, Layout, plan_estimate
+from llmpt.planner.estimate import Estimate, Layout, knob_dict, plan_estimate
+from llmpt.planner.search import MAX_WORLD, fewest_devices
+from llmpt.resolve.request import Layers, RunRequest, device_of, seq_len_of, strategy_name
 from llmpt.run_dir import RunDir
 from llmpt.strategies.expand import Expansion, expand
-from llmpt.strategies.grammar import parse_name
-from llmpt.strategies.presets import build_strategy, is_strategy_file, preset_is_shipped, resolve_strategy
+from llmpt.strategies.presets import compose_strategy, is_strategy_file, preset_is_shipped
 from llmpt.strategies.schema import GPU_KERNELS, Strategy
+from llmpt.strategies.validate import check_runs_on_cpu
 
 ASSUMED_DEVICE = "A100-80G"  # the seed table's card: what a GPU job is estimated for when nothing says otherwise
 
@@ -44,6 +46,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     card: Device | None = None  # the accelerator estimated for; None on CPU or when no card is known
     estimate: Estimate | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # "batch.micro_batch_size" -> where its value came from
 
     @property
     def launch_command(self) -> list[str]:
@@ -77,6 +80,7 @@ class Plan:
             "model_args": e.model_args,
             "launch_command": self.launch_command,
             "notes": list(self.notes),
+            "sources": self.sources,
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
         }
 
@@ -87,22 +91,8 @@ def default_output_dir(model: ModelSpec, strategy: Strategy) -> Path:
 
 def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
     """CPU ranks: refuse what llmpt's gloo backend cannot run; turn GPU-only numerics off, saying so."""
+    check_runs_on_cpu(strategy)
     p = strategy.parallel
-    unsupported = [
-        (p.offload, "sharding offload (there is no device memory to offload from)"),
-        (p.sep > 1, f"segment parallel (sep{p.sep})"),
-        (p.cp > 1, f"context parallel (cp{p.cp})"),
-        (
-            p.tp > 1 and p.sharding > 1 and p.stage == 3,
-            "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)",
-        ),
-    ]
-    for bad, what in unsupported:
-        if bad:
-            raise LlmptError(
-                f"strategy {strategy.name} needs {what}, which llmpt does not run on CPU",
-                "on CPU: data, tensor and pipeline parallel, sequence parallel, sharding stage 1/2/3",
-            )
     notes = []
     if p.tp > 1 or p.pp > 1 or (p.sharding > 1 and p.stage > 1):
         notes.append("cpu: tensor/pipeline parallel and sharding stage 2/3 run through llmpt's gloo backend")
@@ -120,17 +110,6 @@ def adapt_for_cpu(strategy: Strategy) -> tuple[Strategy, list[str]]:
     return strategy, notes
 
 
-def apply_strategy_overrides(strategy: Strategy, overrides: dict[str, Any], source: str) -> Strategy:
-    """`strategy.<section>.<key>` from --config/--set on top of the preset; degrees stay the name's."""
-    if not overrides:
-        return strategy
-    sections = strategy.model_dump(mode="json", exclude={"name", "parallel"})
-    parts = parse_name(strategy.name)
-    if parts.recompute != "off":
-        sections["recompute"].pop("granularity", None)  # the name says it; build_strategy sets it again
-    return build_strategy(parts, deep_merge(sections, overrides), source)
-
-
 def default_gpus(strategy: Strategy, nnodes: int) -> str:
     """Devices per node when --gpus is not given: the strategy's minimum ranks, spread evenly over the nodes."""
     need = strategy.parallel.dims.min_ranks
@@ -138,65 +117,75 @@ def default_gpus(strategy: Strategy, nnodes: int) -> str:
     return str(max(per_node, 1)) if not rem else str(need)
 
 
-def check_layout(
-    model: str | ModelSpec,
-    strategy_name: str,
-    gpus: str | None = None,
-    nnodes: int = 1,
-    master: str | None = None,
-    node_rank: int | None = None,
-    output_dir: Path | None = None,
-    seq_len: int = 4096,
-    allow_partial: bool = False,
-    device: str = "gpu",
-    strategy_overrides: dict[str, Any] | None = None,
-    overrides_source: str = "--set",
-    device_type: str | None = None,
-    from_scratch: bool = True,
-) -> Plan:
+def check_layout(req: RunRequest, layers: Layers) -> Plan:
     """Resolve and check model, strategy and topology; raise LlmptError on the first problem. No estimate yet:
     `estimated` adds it once the model that will really be built is known."""
-    spec = model if isinstance(model, ModelSpec) else resolve_model(model)
-    strategy = apply_strategy_overrides(resolve_strategy(strategy_name), strategy_overrides or {}, overrides_source)
-    if seq_len < 8:
-        raise LlmptError(f"--seq-len {seq_len}: must be >= 8")
-    if device not in ("gpu", "cpu"):
-        raise LlmptError(f"--device {device}: allowed: gpu, cpu")
-    check_multinode(nnodes, master, node_rank)
-    gpus = gpus if gpus is not None else default_gpus(strategy, nnodes)
-    topo = Topology(devices=parse_devices(gpus), device=device, nnodes=nnodes, master=master, node_rank=node_rank)
-    world_flag = f"--gpus {gpus}" + (f" x --nnodes {nnodes}" if nnodes > 1 else "")
+    spec = req.model if isinstance(req.model, ModelSpec) else resolve_model(req.model_name)
+    device = device_of(req)
+    seq_len = seq_len_of(req, layers, spec)
+    name = strategy_name(req)
+    strategy, sources = compose_strategy(
+        name,
+        device,
+        overrides=layers.section("strategy"),
+        origin=lambda path: layers.origin("strategy", *path),
+        overrides_source=layers.source,
+    )
+    check_multinode(req.nnodes, req.master, req.node_rank)
+    gpus = req.gpus if req.gpus is not None else default_gpus(strategy, req.nnodes)
+    topo = Topology(parse_devices(gpus), device, req.nnodes, req.master, req.node_rank)
+    world_flag = f"--gpus {gpus}" + (f" x --nnodes {req.nnodes}" if req.nnodes > 1 else "")
     degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
-    # kernels from a shipped preset (or defaults) mean "on where supported"; a strategy file asks explicitly
-    caps = check_capabilities(
-        spec, strategy, degrees, allow_partial=allow_partial, optional_kernels=not is_strategy_file(strategy_name)
-    )
+    # kernels from the base profile or a shipped preset mean "on where supported"; a file or the user asks for them
+    explicit = any(not sources.get(f"kernels.{k}", "").startswith(("base profile", "preset ")) for k in GPU_KERNELS)
+    caps = check_capabilities(spec, strategy, degrees, allow_partial=req.allow_partial, optional_kernels=not explicit)
     if caps.kernels_off:
         strategy = strategy.model_copy(update={"kernels": strategy.kernels.model_copy(update=caps.kernels_off)})
+        for k in caps.kernels_off:
+            sources[f"kernels.{k}"] = f"{sources.get(f'kernels.{k}', 'schema default')}; off: {spec.id} lacks it"
     notes = list(caps.notes)
     if device == "cpu":
         strategy, cpu_notes = adapt_for_cpu(strategy)
         notes += cpu_notes
+    card = _card(device, req.device_type, notes)
+    from_scratch = req.init_from is None
+    if "batch.micro_batch_size" not in sources or "batch.grad_accum" not in sources:
+        strategy = _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch)
     expansion = expand(strategy, topo.world_size, world_flag)
     for w in caps.warnings:
         warnings.warn(w, CapabilityWarning, stacklevel=2)
-    if not preset_is_shipped(strategy):
-        notes.append(f"no shipped preset named {strategy.name}: schema defaults for precision, kernels and batch")
+    if not preset_is_shipped(strategy) and not is_strategy_file(name):
+        notes.append(f"no shipped preset named {strategy.name}: the {device} base profile and a planner-chosen batch")
     if strategy.parallel.dp is None and expansion.degrees.dp > 1:
         notes.append(f"dp{expansion.degrees.dp} derived from the world size {topo.world_size}")
-    card = _card(device, device_type, notes)
     return Plan(
         model=spec,
         seq_len=seq_len,
         strategy=strategy,
         topology=topo,
         expansion=expansion,
-        output_dir=output_dir or default_output_dir(spec, strategy),
+        output_dir=Path(req.output_dir) if req.output_dir else default_output_dir(spec, strategy),
         from_scratch=from_scratch,
         notes=tuple(notes),
         card=card,
+        sources=sources,
     )
+
+
+def _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch) -> Strategy:
+    """Fill the batch the preset and the user left unset: the planner's split of the family's global batch."""
+    lay = Layout(spec, strategy, degrees, seq_len, topo.nproc_per_node, from_scratch)
+    choice = choose_batch(lay, card)
+    fixed = {k: getattr(strategy.batch, k) for k in ("micro_batch_size", "grad_accum") if f"batch.{k}" in sources}
+    picked = {"micro_batch_size": choice.micro_batch_size, "grad_accum": choice.grad_accum} | fixed
+    if len(fixed) == 1:  # the user fixed one factor: the other keeps the family's batch where it divides
+        per_rank = choice.micro_batch_size * choice.grad_accum
+        (k, v), other = next(iter(fixed.items())), ({"micro_batch_size", "grad_accum"} - set(fixed)).pop()
+        picked[other] = max(1, per_rank // v) if per_rank % v == 0 else 1
+    for k in picked:
+        sources.setdefault(f"batch.{k}", choice.why)
+    return strategy.model_copy(update={"batch": strategy.batch.model_copy(update=picked)})
 
 
 def estimated(plan: Plan, vocab_size: int | None = None) -> Plan:
@@ -210,20 +199,60 @@ def estimated(plan: Plan, vocab_size: int | None = None) -> Plan:
     layout = Layout(
         spec, plan.strategy, plan.expansion.degrees, plan.seq_len, plan.topology.nproc_per_node, plan.from_scratch
     )
-    return replace(plan, model=spec, estimate=plan_estimate(layout, plan.card))
+    est = plan_estimate(layout, plan.card)
+    if est.fits is False:
+        _runnable_knob(est, layout, plan)
+    return replace(plan, model=spec, estimate=est)
+
+
+def _runnable_knob(est: Estimate, layout: Layout, plan: Plan) -> None:
+    """Make the planner's knob a command that replays: a complete strategy name, every --set that makes the name
+    resolve to the knob's layout, and the devices (more of them when no change fits on these)."""
+    topo = plan.topology
+    if est.knob is None:
+        found = fewest_devices(layout, plan.card, est.capacity_mb)
+        if found is None:
+            return
+        world, per_node, lay, e = found
+        est.knob = knob_dict(f"{world} devices ({lay.degrees.describe()})", lay, [], e)
+        est.knob_layout = lay
+        est.knob.update(gpus=per_node, nnodes=world // per_node, more_devices=True)
+    else:
+        est.knob.update(gpus=topo.nproc_per_node, nnodes=topo.nnodes, more_devices=False)
+    est.knob["set"] = replay_sets(est.knob_layout.strategy, topo.device)
+
+
+def replay_sets(strategy: Strategy, device: str) -> list[str]:
+    """The --set list that makes `strategy.name` resolve to `strategy` (its batch always stated)."""
+    named, _ = compose_strategy(strategy.name, device)
+    want = strategy.model_dump(mode="json", exclude={"name", "description", "parallel"})
+    have = named.model_dump(mode="json", exclude={"name", "description", "parallel"})
+    out = []
+    for section, values in want.items():
+        for key, value in values.items():
+            if section == "batch" or value != have[section][key]:
+                out.append(f"strategy.{section}.{key}={_yaml_value(value)}")
+    return out
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_yaml_value(x) for x in v) + "]"
+    return str(v)
 
 
 def knob_hint(est: Estimate) -> str:
     """'first knob: recompute full -> --strategy tp2sd4_stage2_rc (32927 MB)' or why there is none."""
     k = est.knob
     if k is None:
-        return (
-            "no single or paired change of recompute, sharding stage, tp or micro batch fits: "
-            "add pipeline stages or devices, or use a larger card"
-        )
-    flags = " ".join([f"--strategy {k['strategy']}", *(f"--set {x}" for x in k["set"])])
+        return f"nothing fits on up to {MAX_WORLD} devices of this kind: use a larger card"
+    flags = [f"--strategy {k['strategy']}", *(f"--set {x}" for x in k["set"])]
+    if k.get("more_devices"):
+        flags.insert(0, f"--gpus {k['gpus']}" + (f" --nnodes {k['nnodes']}" if k["nnodes"] > 1 else ""))
     speed = "" if k["tokens_per_card_per_sec"] is None else f", ~{k['tokens_per_card_per_sec']:.0f} tokens/card/s"
-    return f"first knob: {k['change']} -> {flags} ({k['memory_mb_per_card']:.0f} MB{speed})"
+    return f"first knob: {k['change']} -> {' '.join(flags)} ({k['memory_mb_per_card']:.0f} MB{speed})"
 
 
 def check_fits(plan: Plan, force: bool) -> None:

@@ -22,10 +22,9 @@ from llmpt.models.registry import (
     dropout_config,
     padded_vocab,
     paddlenlp_config,
-    resolve_model,
 )
 from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
-from llmpt.resolve.request import Layers, RunRequest, device_of, read_layers, seq_len_of, strategy_name
+from llmpt.resolve.request import RunRequest, read_layers
 from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
 from llmpt.strategies.expand import run_training_args
 
@@ -38,7 +37,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
     except ValidationError as e:
         raise ConfigError(describe_validation_error(layers.source, e, TrainSettings, prefix="train.")) from None
     from_scratch = req.init_from is None
-    plan = _checked_layout(req, layers)
+    plan = check_layout(req, layers)
     spec = plan.model
     if spec.family in NOT_TRAINABLE:
         raise LlmptError(
@@ -87,27 +86,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
 
 def resolve_plan(req: RunRequest) -> Plan:
     """What `llmpt plan` shows: the checked layout and its estimate for the model as the registry states it."""
-    return estimated(_checked_layout(req, read_layers(req)))
-
-
-def _checked_layout(req: RunRequest, layers: Layers) -> Plan:
-    model = req.model if isinstance(req.model, ModelSpec) else resolve_model(req.model_name)
-    return check_layout(
-        model,
-        strategy_name(req),
-        gpus=req.gpus,
-        nnodes=req.nnodes,
-        master=req.master,
-        node_rank=req.node_rank,
-        output_dir=Path(req.output_dir) if req.output_dir else None,
-        seq_len=seq_len_of(req, layers, model),
-        allow_partial=req.allow_partial,
-        device=device_of(req),
-        strategy_overrides=layers.section("strategy"),
-        overrides_source=layers.source,
-        device_type=req.device_type,
-        from_scratch=req.init_from is None,
-    )
+    return estimated(check_layout(req, read_layers(req)))
 
 
 def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:

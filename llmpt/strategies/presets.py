@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmpt.errors import ConfigError, StrategyError, describe_validation_error
+from llmpt.overrides import deep_merge
 from llmpt.strategies.grammar import NameParts, NameSyntaxError, format_name, parse_name
 from llmpt.strategies.schema import PRESET_SECTIONS, Strategy
 from llmpt.strategies.validate import check_strategy
@@ -99,10 +101,28 @@ def is_strategy_file(name_or_path: str) -> bool:
     return name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path
 
 
-def resolve_strategy(name_or_path: str) -> Strategy:
-    """A strategy from a shipped preset name, any grammatical name, or a YAML file path."""
+DEVICE_KINDS = ("gpu", "cpu")
+# precision/kernel settings of the base profile that need AMP: they yield to an fp32 precision set on top of it
+AMP_ONLY = (("precision", "master_grad"), ("kernels", "flash_attention"))
+
+
+def base_profile(device: str) -> dict[str, Any]:
+    """The sections every strategy inherits on this kind of device (presets/base/<device>.yaml)."""
+    return read_yaml(presets_dir() / "base" / f"{device}.yaml")
+
+
+def _strategy_layer(name_or_path: str) -> tuple[NameParts, dict[str, Any], str]:
+    """The name's parts, the preset's or file's own sections, and the label that names them."""
     if is_strategy_file(name_or_path):
-        return load_strategy_file(Path(name_or_path))
+        path = Path(name_or_path)
+        data = read_yaml(path)
+        name = data.pop("name", None) or path.stem
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}: name: must be a strategy name string (got {name!r})")
+        try:
+            return parse_name(name), data, str(path)
+        except StrategyError as e:
+            raise StrategyError(f"{path}: {e.message}", e.hint) from None
     try:
         parts = parse_name(name_or_path)
     except NameSyntaxError as e:
@@ -113,21 +133,67 @@ def resolve_strategy(name_or_path: str) -> Strategy:
         ) from None
     canonical = format_name(parts)
     preset = presets_dir() / f"{canonical}.yaml"
-    sections = read_yaml(preset) if preset.is_file() else {}
-    return build_strategy(parts, sections, f"presets/{canonical}.yaml" if sections else canonical)
+    if preset.is_file():
+        return parts, read_yaml(preset), f"presets/{canonical}.yaml"
+    return parts, {}, canonical
 
 
-def load_strategy_file(path: Path) -> Strategy:
+def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out += _leaves(v, (*prefix, k))
+        else:
+            out.append((*prefix, k))
+    return out
+
+
+def compose_strategy(
+    name_or_path: str,
+    device: str = "gpu",
+    overrides: dict[str, Any] | None = None,
+    origin: Callable[[tuple[str, ...]], str | None] | None = None,
+    overrides_source: str = "--set",
+) -> tuple[Strategy, dict[str, str]]:
+    """The strategy from its layers — base profile (device) < preset or strategy file < the user's overrides — and
+    where each setting came from ("precision.dtype" -> "base profile (gpu)", "preset …", "--set …", "name").
+
+    A shipped preset's or the base profile's kernels mean "on where supported"; only a strategy file or the user
+    asks for one explicitly. AMP-only settings of the base profile yield to an fp32 precision set above it."""
+    parts, own, label = _strategy_layer(name_or_path)
+    base = base_profile(device)
+    user = overrides or {}
+    sources: dict[str, str] = {}
+    for path in _leaves(base):
+        sources[".".join(path)] = f"base profile ({device})"
+    own_label = f"preset {label[len('presets/') : -len('.yaml')]}" if label.startswith("presets/") else label
+    for path in _leaves(own):
+        sources[".".join(path)] = own_label
+    for path in _leaves(user):
+        sources[".".join(path)] = (origin(path) if origin else None) or overrides_source
+    merged = deep_merge(deep_merge(base, own), user)
+    if (merged.get("precision") or {}).get("dtype") == "fp32":
+        for path in AMP_ONLY:
+            key = ".".join(path)
+            if sources.get(key, "").startswith("base profile"):
+                merged[path[0]] = {**merged[path[0]], path[1]: False}
+                sources[key] += ", off under fp32"
+    strategy = build_strategy(parts, merged, label)
+    for field_name in type(strategy.parallel).model_fields:
+        sources[f"parallel.{field_name}"] = "name"
+    if parts.recompute != "off":
+        sources["recompute.granularity"] = "name"
+    return strategy, sources
+
+
+def resolve_strategy(name_or_path: str, device: str = "gpu") -> Strategy:
+    """A strategy from a shipped preset name, any grammatical name, or a YAML file path, on its base profile."""
+    return compose_strategy(name_or_path, device)[0]
+
+
+def load_strategy_file(path: Path, device: str = "gpu") -> Strategy:
     """A strategy from a user's YAML file: its `name:` key (or the file's stem) plus the preset sections."""
-    data = read_yaml(path)
-    name = data.pop("name", None) or path.stem
-    if not isinstance(name, str):
-        raise ConfigError(f"{path}: name: must be a strategy name string (got {name!r})")
-    try:
-        parts = parse_name(name)
-    except StrategyError as e:
-        raise StrategyError(f"{path}: {e.message}", e.hint) from None
-    return build_strategy(parts, data, str(path))
+    return resolve_strategy(str(path) if is_strategy_file(str(path)) else f"./{path}", device)
 
 
 def preset_is_shipped(strategy: Strategy) -> bool:

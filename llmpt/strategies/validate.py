@@ -90,6 +90,26 @@ def check_strategy(s: Strategy) -> None:
         raise StrategyError(f"strategy {name}: recompute.no_recompute_layers needs recompute on")
 
 
+def check_runs_on_cpu(s: Strategy) -> None:
+    """What llmpt's gloo backend cannot run on CPU ranks (StrategyError naming it)."""
+    p = s.parallel
+    unsupported = [
+        (p.offload, "sharding offload (there is no device memory to offload from)"),
+        (p.sep > 1, f"segment parallel (sep{p.sep})"),
+        (p.cp > 1, f"context parallel (cp{p.cp})"),
+        (
+            p.tp > 1 and p.sharding > 1 and p.stage == 3,
+            "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)",
+        ),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise StrategyError(
+                f"strategy {s.name} needs {what}, which llmpt does not run on CPU",
+                "on CPU: data, tensor and pipeline parallel, sequence parallel, sharding stage 1/2/3",
+            )
+
+
 def _warn_unused(name: str, section: str, options: tuple[str, ...], active: bool, needs: str) -> None:
     if options and not active:
         warnings.warn(
