@@ -210,6 +210,8 @@ def _runnable_knob(est: Estimate, layout: Layout, plan: Plan) -> None:
     resolve to the knob's layout, and the devices (more of them when no change fits on these)."""
     topo = plan.topology
     if est.knob is None:
+        if plan.card is None:
+            return  # CPU ranks share one machine's RAM: more of them never make a rank's share larger
         found = fewest_devices(layout, plan.card, est.capacity_mb)
         if found is None:
             return
@@ -247,6 +249,8 @@ def knob_hint(est: Estimate) -> str:
     """'first knob: recompute full -> --strategy tp2sd4_stage2_rc (32927 MB)' or why there is none."""
     k = est.knob
     if k is None:
+        if est.device is None:
+            return "no change of recompute, sharding stage, tp or micro batch fits in this machine's RAM"
         return f"nothing fits on up to {MAX_WORLD} devices of this kind: use a larger card"
     flags = [f"--strategy {k['strategy']}", *(f"--set {x}" for x in k["set"])]
     if k.get("more_devices"):
@@ -261,10 +265,16 @@ def check_fits(plan: Plan, force: bool) -> None:
     if est is None or est.fits is not False or force:
         return
     where = est.device.name if est.device else f"this machine's RAM shared by {plan.topology.nproc_per_node} ranks"
+    hint = knob_hint(est) + "; or --force to launch anyway"
+    if est.device is None:
+        hint = (
+            f"{plan.model.id} is a GPU-sized job: check it for GPUs with --device gpu [--device-type "
+            f"{ASSUMED_DEVICE}]; on CPU, {knob_hint(est)}"
+        )
     raise LlmptError(
         f"{plan.model.id} with {plan.strategy.name} does not fit: predicted {est.memory_mb_per_card:.0f} MB per "
         f"card > {est.capacity_mb:.0f} MB usable on {where} (llmpt plan shows the breakdown)",
-        knob_hint(est) + "; or --force to launch anyway",
+        hint,
     )
 
 
