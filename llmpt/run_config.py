@@ -5,11 +5,13 @@ the ranks. Everything a rank or the supervisor needs is a field here, resume inc
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from llmpt.errors import ConfigError, describe_validation_error
 from llmpt.launch.command import Topology
@@ -47,6 +49,37 @@ class TrainSettings(_Section):
     report_to: Literal["visualdl", "none"] = Field("visualdl", description="Scalar logs (loss, lr) for VisualDL.")
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """Two train.* settings that contradict each other: `key` must change (to `allowed`) or `bound` must."""
+
+    key: str
+    bound: str
+    allowed: str
+    why: str
+
+
+def schedule_conflicts(t: TrainSettings) -> list[Conflict]:
+    """Every way the schedule contradicts itself: warm-up as long as the run, a floor above the peak learning
+    rate, a stop, checkpoint, evaluation or log cadence beyond the last step. The request checks them once, where
+    it knows which flag set each value (llmpt/resolve/request.py); run.yaml is not checked again."""
+    n = t.max_steps
+    rules = [
+        (t.warmup_steps > 0 and t.warmup_steps >= n, "warmup_steps", "max_steps", f"0..{n - 1}",
+         "the warm-up must end before the run does"),
+        (t.min_learning_rate > t.learning_rate, "min_learning_rate", "learning_rate", f"0..{t.learning_rate:g}",
+         "the decay's floor is above the peak learning rate"),
+        (t.stop_at_step is not None and t.stop_at_step > n, "stop_at_step", "max_steps", f"1..{n}",
+         "the run ends before that step"),
+        (t.save_steps > n, "save_steps", "max_steps", f"0..{n} (0: only at the end)",
+         "no checkpoint would be saved on that cadence"),
+        (t.eval_steps > n, "eval_steps", "max_steps", f"0..{n} (0: no evaluation)",
+         "no evaluation would run on that cadence"),
+        (t.logging_steps > n, "logging_steps", "max_steps", f"1..{n}", "no step would be logged on that cadence"),
+    ]  # fmt: skip
+    return [Conflict(key, bound, allowed, why) for bad, key, bound, allowed, why in rules if bad]
+
+
 class ModelSection(_Section):
     id: str = Field(description="Registry id of the model.")
     family: str = Field(description="Architecture family.")
@@ -54,9 +87,51 @@ class ModelSection(_Section):
     init_from: str | None = Field(None, description="save_pretrained() directory whose weights the ranks load.")
 
 
+def _split_text(value: Any) -> Any:
+    """[98, 1, 1] -> "98,1,1": a list of weights is the same split as PaddleNLP's comma string."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(x) for x in value)
+    return value
+
+
+def _check_split(value: str) -> str:
+    """Three weights train,valid,test (PaddleNLP's splits_string), none negative, the train weight > 0."""
+    parts = [p.strip() for p in value.replace("/", ",").split(",")]
+    try:
+        weights = [float(p) for p in parts]
+    except ValueError:
+        weights = []
+    if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError("must be three non-negative weights train,valid,test, e.g. 949,50,1")
+    if weights[0] <= 0:
+        raise ValueError("the train weight (the first) must be > 0")
+    return ",".join(f"{w:g}" for w in weights)
+
+
+Split = Annotated[str, BeforeValidator(_split_text), AfterValidator(_check_split)]
+
+
+def split_documents(split: str, num_documents: int) -> list[tuple[int, int]]:
+    """The [start, end) document ranges of train, valid and test that PaddleNLP's dataset builder makes of one
+    prefix (paddlenlp/data/causal_dataset.py get_train_valid_test_split_, 3.0.0b4: rounded shares, the rounding
+    error taken off every boundary after the first)."""
+    weights = [float(w) for w in split.split(",")]
+    total = sum(weights)
+    index = [0]
+    for w in weights:
+        index.append(index[-1] + int(round(w / total * float(num_documents))))
+    diff = index[-1] - num_documents
+    index = [index[0]] + [i - diff for i in index[1:]]
+    return [(index[i], index[i + 1]) for i in range(3)]
+
+
 class DataSection(_Section):
-    prefixes: list[str] = Field(description="Prepared .bin/.idx prefixes (llmpt prepare-data).")
-    split: str = Field("949,50,1", description="Train/valid/test split weights of PaddleNLP's dataset builder.")
+    prefixes: list[str] = Field(min_length=1, description="Prepared .bin/.idx prefixes (llmpt prepare-data).")
+    split: Split = Field(
+        "949,50,1",
+        description="Train/valid/test weights of the documents of each prefix (PaddleNLP's dataset builder); "
+        "train.eval_steps evaluates on the valid part.",
+    )
     seq_len: int = Field(ge=8, description="Training sequence length.")
     tokenizer_dir: str = Field(description="Tokenizer the data was prepared with (for EOS and vocab size).")
     manifests: dict[str, dict[str, Any]] = Field(default_factory=dict, description="prepare-data manifests seen.")

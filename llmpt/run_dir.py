@@ -21,6 +21,7 @@ EVENT_BEGIN = "begin"  # training loop started: {"step", "max_steps", "t"}
 EVENT_STEP = "step"  # an optimizer step ended: {"step", "t"}
 EVENT_LOG = "log"  # a logged step: {"step", "loss", "learning_rate", "t"}
 EVENT_SAVE = "save"  # a checkpoint was saved: {"step", "t"}
+EVENT_EVAL = "eval"  # a validation-split evaluation: {"step", "loss", "documents": [[start, end) per prefix], "t"}
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 

@@ -139,6 +139,10 @@ def _print_summary(s, output_dir: str) -> None:
     losses = [p["loss"] for p in s["losses"]]
     if losses:
         console.print(f"loss {losses[0]:.3f} {sparkline(losses)} {losses[-1]:.3f}", highlight=False)
+    evals = s.get("eval_losses") or []
+    if evals:
+        shown = ", ".join(f"{e['loss']:.3f} @{e['step']}" for e in evals[-6:])
+        console.print(f"eval loss (validation split) {shown}", highlight=False, soft_wrap=True)
     console.print(
         f"[dim]{s['peak_memory_kind']}; throughput = mean over steps "
         f"{s['throughput_window'][0]}..{s['throughput_window'][1]}; "

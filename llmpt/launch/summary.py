@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.run_config import RunConfig
-from llmpt.run_dir import EVENT_BEGIN, EVENT_LOG, EVENT_STEP, RunDir
+from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_STEP, RunDir
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -42,6 +42,12 @@ def losses(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
+def eval_losses(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The validation loss of every evaluation (train.eval_steps), by step; a resumed run's repeat wins."""
+    by_step = {r["step"]: r for r in records if r.get("event") == EVENT_EVAL}
+    return [{"step": s, "loss": by_step[s]["loss"]} for s in sorted(by_step)]
+
+
 def summarize(cfg: RunConfig) -> dict[str, Any]:
     run = RunDir(cfg.output_dir)
     records = read_metrics(run.metrics)
@@ -53,6 +59,7 @@ def summarize(cfg: RunConfig) -> dict[str, Any]:
     per_card = cfg.tokens_per_step / mean_step / cfg.world_size if window else float("nan")
     peaks = [json.loads(p.read_text())["peak_memory_mb"] for p in run.rank_reports()]
     curve = losses(records)
+    evals = eval_losses(records)
     return {
         "model": cfg.model.id,
         "strategy": cfg.strategy.name,
@@ -70,6 +77,8 @@ def summarize(cfg: RunConfig) -> dict[str, Any]:
         "peak_memory_kind": "paddle max_memory_allocated" if cfg.device == "gpu" else "peak RSS of the ranks",
         "losses": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
+        "eval_losses": evals,
+        "final_eval_loss": evals[-1]["loss"] if evals else None,
     }
 
 

@@ -1,20 +1,39 @@
 """What the user asked for, before anything is checked: one request for train, plan, launch-script and rehearse,
-and the layering of `--config FILE` and `--set` on top of the named flags.
+and the layering of `--config FILE`, the named flags and `--set` on top of llmpt's defaults.
 
-Precedence: defaults < preset < --config FILE < named flags < --set a.b=v. The layers are merged here and validated
-once, by the schema of the section they fill (resolve.run)."""
+Precedence: defaults < preset < --config FILE < named flags < --set a.b=v. Every key of every layer is checked here
+against the schema of the section it fills (SCHEMA), typed by its field, and remembered with the flag, `--set` or
+file that set it, so that every refusal names what the user typed; the train settings are checked against each
+other here too (warm-up vs run length, floor vs peak learning rate, cadences vs the last step)."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge
 
 from llmpt.errors import ConfigError, LlmptError
 from llmpt.models.registry import ModelSpec
-from llmpt.overrides import deep_merge, parse_set
+from llmpt.overrides import (
+    Leaf,
+    Origin,
+    Section,
+    Setting,
+    load_yaml,
+    nest,
+    parse_set,
+    read_layer,
+    unflatten,
+)
+from llmpt.run_config import DataSection, TrainSettings, schedule_conflicts, split_documents
+from llmpt.strategies.expand import MANAGED_TRAINING_ARGS, OWNED_TRAINING_ARGS
+from llmpt.strategies.paddlenlp_fields import PADDLENLP_VERSION, TRAINING_ARGUMENTS
 from llmpt.strategies.presets import read_yaml
+from llmpt.strategies.schema import PRESET_SECTIONS, Strategy
 
 DEFAULT_SEQ_LEN = 4096  # the seed table's sequence length
 TINY_SEQ_LEN = 128  # tiny models are CPU rehearsal models: short sequences keep a CPU step fast
@@ -23,7 +42,82 @@ DEMO = {"model": "llama-tiny", "strategy": "dp2", "device": "cpu", "max_steps": 
 DEMO_TRAIN = {"learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 20}
 # one micro batch of 8 per rank and step: the dp2 preset's 1 x 8 accumulation is for GPUs, not 2 CPU cores
 DEMO_STRATEGY = {"batch": {"micro_batch_size": 8, "grad_accum": 1}}
-CONFIG_KEYS = ("train", "strategy", "data", "model", "seq_len")
+# Continued pretraining (--init-from) is the seed's scenario: its configurations (llm/llama/pretrain-*.json,
+# continue_training 1) decay from 3e-5 to 3e-6 after 30 warm-up steps. From scratch keeps TrainSettings' defaults.
+SEED_CONTINUED_TRAIN = {"learning_rate": 3e-5, "min_learning_rate": 3e-6, "warmup_steps": 30}
+# A default that contradicts a value the user set yields to it, with a note: the warm-up becomes a tenth of the
+# run, the floor a tenth of the peak (the ratio of every default schedule above). Two values the user set that
+# contradict each other are refused instead.
+YIELDING = {
+    "warmup_steps": lambda t: t.max_steps // 10,
+    "min_learning_rate": lambda t: float(f"{t.learning_rate / 10:.6g}"),
+}
+# the named flags that fill a settings key
+FLAGS = {
+    ("train", "max_steps"): "--max-steps",
+    ("train", "seed"): "--seed",
+    ("train", "save_steps"): "--save-steps",
+    ("seq_len",): "--seq-len",
+    ("data", "prefixes"): "--data",
+}
+DATA_KEYS = ("prefixes", "split")  # what a user sets under data: (the rest comes from the prepared data)
+
+
+def _training_args_section() -> Section:
+    """`training_args.<name>`: PaddleNLP's TrainingArguments fields llmpt does not set, typed by the pinned
+    dataclass (llmpt/strategies/paddlenlp_fields.py); names llmpt sets or decides are refused with their owner."""
+    refused = {name: f"llmpt sets it from {owner}; set that instead" for name, owner in OWNED_TRAINING_ARGS.items()}
+    for name, why in MANAGED_TRAINING_ARGS.items():
+        refused[name] = (
+            f"has no effect in llmpt ({why.removeprefix('nothing: ')})"
+            if why.startswith("nothing:")
+            else f"llmpt decides it from {why}; set that instead"
+        )
+    free = {name: Leaf(ann) for name, ann in TRAINING_ARGUMENTS.items() if name not in refused}
+    return Section(
+        ("training_args",),
+        free,
+        refused,
+        allowed_text=f"the fields of PaddleNLP {PADDLENLP_VERSION}'s TrainingArguments that llmpt does not set "
+        "(llmpt/strategies/paddlenlp_fields.py)",
+    )
+
+
+# What each section of --config / --set may hold: the pydantic schema of the section it fills.
+SCHEMA = Section(
+    (),
+    {
+        "train": Section.of_model(TrainSettings, ("train",)),
+        "strategy": Section.of_model(
+            Strategy,
+            ("strategy",),
+            keys=PRESET_SECTIONS,
+            elsewhere={
+                "name": "the strategy is --strategy",
+                "parallel": "the strategy name says the degrees (--strategy, e.g. tp2sd4_stage2)",
+            },
+        ),
+        "data": Section.of_model(
+            DataSection,
+            ("data",),
+            keys=DATA_KEYS,
+            elsewhere={
+                "seq_len": "the sequence length is the top-level seq_len (or --seq-len)",
+                "tokenizer_dir": "it comes from the prepared data's manifest (llmpt prepare-data --tokenizer)",
+                "manifests": "they are read from the prepared data",
+            },
+        ),
+        "model": Section(
+            ("model",),
+            {},
+            closed="nothing under model: is settable: the model is the MODEL argument (llmpt models show MODEL), "
+            "its weights --init-from, its dropout train.dropout",
+        ),
+        "seq_len": Leaf(Annotated[int, Ge(8)]),
+        "training_args": _training_args_section(),
+    },
+)
+CONFIG_KEYS = tuple(SCHEMA.children)
 
 
 @dataclass(frozen=True)
@@ -66,75 +160,149 @@ class RunRequest:
         return m.id if isinstance(m, ModelSpec) else m
 
 
-# the named flags that fill a settings key, as the user typed them
-FLAG_KEYS = {
-    ("train", "max_steps"): "--max-steps",
-    ("train", "seed"): "--seed",
-    ("train", "save_steps"): "--save-steps",
-}
-
-
 @dataclass(frozen=True)
 class Layers:
-    """--config FILE, the named flags and --set merged into sections; `source` names the layer to blame, and
-    `origin(path)` the layer a single key came from (the flag or file the user typed, or the demo's default)."""
+    """Every key the layers set (defaults of the demo and of --init-from, --config, flags, --set), checked and
+    typed, with where each came from; the train settings checked against each other; notes on defaults that
+    yielded."""
 
-    sections: dict[str, Any]
-    source: str
-    config_file: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    flags: dict[str, Any] = field(default_factory=dict)
-    sets: dict[str, Any] = field(default_factory=dict)
-    demo: dict[str, Any] = field(default_factory=dict)
+    settings: dict[tuple[str, ...], Setting]
+    train: TrainSettings
+    notes: list[str] = field(default_factory=list)
 
     def section(self, key: str) -> dict[str, Any]:
-        value = self.sections.get(key) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{self.source}: {key}: expected a mapping of keys to values (got {value!r})")
-        return value
+        """The values under one section, nested (`strategy` -> {"batch": {"micro_batch_size": 2}})."""
+        return unflatten(self.settings, (key,))
+
+    def setting(self, *path: str) -> Setting | None:
+        return self.settings.get(tuple(path))
 
     def origin(self, *path: str) -> str | None:
-        """Where the value at `path` (e.g. "strategy", "batch", "micro_batch_size") came from; None: not set."""
-        dotted = ".".join(path)
-        if _has(self.sets, path):
-            return f"--set {dotted}"
-        if tuple(path) in FLAG_KEYS and _has(self.flags, path):
-            return FLAG_KEYS[tuple(path)]
-        if _has(self.config, path):
-            return f"{self.config_file}: {dotted}"
-        if _has(self.demo, path):
-            return "the demo's default"
-        return None
+        """Where the value at `path` came from, as the user typed it (`--set strategy.batch.grad_accum`,
+        `run.yaml: strategy.batch.grad_accum`, `--max-steps`), or which default set it; None if no layer did."""
+        s = self.settings.get(tuple(path))
+        if s is None:
+            return None
+        return s.origin.where(tuple(path)) if s.origin.user_set else s.origin.label
 
+    @property
+    def source(self) -> str:
+        """The layers the strategy overrides came from, for refusals about the strategy as a whole."""
+        sources = dict.fromkeys(s.origin.source for p, s in self.settings.items() if p[0] == "strategy")
+        return " + ".join(sources) or "--set"
 
-def _has(tree: dict[str, Any], path: tuple[str, ...] | list[str]) -> bool:
-    for key in path:
-        if not isinstance(tree, dict) or key not in tree:
-            return False
-        tree = tree[key]
-    return True
+    @property
+    def training_args(self) -> dict[str, Any]:
+        """The `training_args.*` passthrough: extra PaddleNLP TrainingArguments, checked and typed."""
+        return self.section("training_args")
+
+    @property
+    def split(self) -> str:
+        s = self.settings.get(("data", "split"))
+        return s.value if s is not None else DataSection.model_fields["split"].default
 
 
 def read_layers(req: RunRequest) -> Layers:
-    config: dict[str, Any] = {}
-    source = "--set"
-    if req.config_file:
-        config = read_yaml(Path(req.config_file))
-        unknown = sorted(set(config) - set(CONFIG_KEYS))
-        if unknown:
-            raise ConfigError(f"{req.config_file}: unknown key '{unknown[0]}'; allowed: {', '.join(CONFIG_KEYS)}")
-        source = req.config_file
-    named = {"max_steps": req.max_steps, "seed": req.seed, "save_steps": req.save_steps}
-    flags = {"train": {k: v for k, v in named.items() if v is not None}}
-    sets = parse_set(list(req.set_items))
-    layers = deep_merge(deep_merge(config, flags), sets)
-    if req.set_items:
-        source = "--set"
-    demo: dict[str, Any] = {}
+    """The request's layers, lowest first, each read against SCHEMA; a later layer's value of a key wins."""
+    layers: list[tuple[Any, Origin]] = []
     if req.demo:
         demo = {"train": {"max_steps": DEMO["max_steps"], **DEMO_TRAIN}, "strategy": DEMO_STRATEGY}
-        layers = deep_merge(demo, layers)
-    return Layers(layers, source, req.config_file, config, flags, sets, demo)
+        layers.append((demo, Origin("demo")))
+    if req.init_from:
+        layers.append(({"train": SEED_CONTINUED_TRAIN}, Origin("seed")))
+    if req.config_file:
+        read_yaml(Path(req.config_file))  # a missing, unreadable, malformed or non-mapping file, said once
+        layers.append((load_yaml(Path(req.config_file).read_text(encoding="utf-8")), Origin("config", req.config_file)))
+    flag_values = {
+        ("train", "max_steps"): req.max_steps,
+        ("train", "seed"): req.seed,
+        ("train", "save_steps"): req.save_steps,
+        ("seq_len",): req.seq_len,
+        ("data", "prefixes"): list(req.data) or None,
+    }
+    for path, value in flag_values.items():
+        if value is not None:
+            layers.append((nest(path, value), Origin("flag", FLAGS[path])))
+    if req.set_items:
+        layers.append((parse_set(req.set_items), Origin("set")))
+    settings: dict[tuple[str, ...], Setting] = {}
+    for tree, origin in layers:
+        settings.update(read_layer(tree, SCHEMA, origin))
+    notes: list[str] = []
+    train = _train_settings(settings, notes, seeded=bool(req.init_from))
+    _check_split_weights(settings, train)
+    return Layers(settings, train, notes)
+
+
+def _show(settings: dict[tuple[str, ...], Setting], path: tuple[str, ...], value: Any) -> str:
+    s = settings.get(path)
+    return s.show(path) if s is not None else Origin("default").show(path, str(value))
+
+
+def _train_settings(settings: dict[tuple[str, ...], Setting], notes: list[str], seeded: bool) -> TrainSettings:
+    """TrainSettings from the `train.*` keys: a default that contradicts what the user set yields (YIELDING, with
+    a note); two values the user set that contradict each other are refused, naming both as typed."""
+    values = unflatten(settings, ("train",))
+    for _ in YIELDING:
+        t = TrainSettings.model_construct(**values)  # each key is checked already; fills the defaults
+        conflicts = schedule_conflicts(t)
+        if not conflicts:
+            break
+        c = conflicts[0]
+        key, bound = ("train", c.key), ("train", c.bound)
+        set_key = settings.get(key)
+        if c.key in YIELDING and (set_key is None or not set_key.origin.user_set):
+            new = YIELDING[c.key](t)
+            notes.append(
+                f"{_show(settings, key, getattr(t, c.key))} contradicts {_show(settings, bound, getattr(t, c.bound))}: "
+                f"{c.key} {new:g} instead (set train.{c.key} to choose)"
+            )
+            values[c.key] = new
+            settings[key] = Setting(new, Origin("default"), f"{new:g}")
+            continue
+        raise ConfigError(
+            f"{_show(settings, key, getattr(t, c.key))}: {c.why} (given "
+            f"{_show(settings, bound, getattr(t, c.bound))}); allowed: {c.allowed}"
+        )
+    train = TrainSettings.model_validate(values)
+    if seeded:
+        kept = [k for k in SEED_CONTINUED_TRAIN if (s := settings.get(("train", k))) and s.origin.kind == "seed"]
+        if kept:
+            said = ", ".join(f"{k} {getattr(train, k):g}" for k in kept)
+            notes.append(
+                f"--init-from: continued pretraining on the seed configurations' schedule: {said} "
+                "(set train.* to change)"
+            )
+    return train
+
+
+def _check_split_weights(settings: dict[tuple[str, ...], Setting], train: TrainSettings) -> None:
+    """Evaluation needs a validation part in data.split."""
+    split = settings.get(("data", "split"))
+    if train.eval_steps and split is not None and float(split.value.split(",")[1]) == 0:
+        raise ConfigError(
+            f"{split.show(('data', 'split'))}: gives the validation part weight 0, but "
+            f"{_show(settings, ('train', 'eval_steps'), train.eval_steps)} evaluates on it; allowed: a validation "
+            "weight > 0 (e.g. 949,50,1), or train.eval_steps 0"
+        )
+
+
+def check_split_documents(layers: Layers, manifests: dict[str, dict[str, Any]]) -> None:
+    """Every prefix keeps documents in the parts the run reads: train always, valid when it evaluates (PaddleNLP
+    splits each prefix's documents by data.split; a part of 0 documents has no dataset at all)."""
+    split = layers.split
+    s = layers.setting("data", "split")
+    said = s.show(("data", "split")) if s is not None else f"data.split {split} (the default)"
+    used = ("train", "validation") if layers.train.eval_steps else ("train",)
+    for prefix, m in manifests.items():
+        parts = dict(zip(("train", "validation", "test"), split_documents(split, m["documents"]), strict=True))
+        for part in used:
+            lo, hi = parts[part]
+            if hi == lo:
+                raise ConfigError(
+                    f"{said}: leaves no {part} documents in --data {prefix} ({m['documents']} documents)",
+                    "give that part more weight, or use more data" + ("" if part == "train" else ", or no evaluation"),
+                )
 
 
 def strategy_name(req: RunRequest) -> str:
@@ -161,13 +329,65 @@ def device_of(req: RunRequest) -> str:
 
 
 def seq_len_of(req: RunRequest, layers: Layers, spec: ModelSpec) -> int:
-    """--seq-len, else the config file's, else 128 for tiny models and the seed's 4096 for real ones."""
-    value = req.seq_len if req.seq_len is not None else layers.sections.get("seq_len")
-    if value is None:
-        return TINY_SEQ_LEN if spec.id.endswith("-tiny") else DEFAULT_SEQ_LEN
-    flag = "--seq-len" if req.seq_len is not None else f"{layers.source}: seq_len"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise LlmptError(f"{flag} {value!r}: must be an integer")
-    if value < 8:
-        raise LlmptError(f"{flag} {value}: must be >= 8")
-    return value
+    """--seq-len, else the config file's, else 128 for tiny models and the seed's 4096 for real ones; with
+    --init-from, no longer than a learned position table of the checkpoint allows (LEARNED_POSITIONS)."""
+    s = layers.setting("seq_len")
+    bound = _checkpoint_positions(req.init_from, spec.family) if req.init_from else None
+    if s is None:
+        value = TINY_SEQ_LEN if spec.id.endswith("-tiny") else DEFAULT_SEQ_LEN
+        if bound is not None and value > bound:
+            note = (
+                f"seq_len {bound}: the --init-from checkpoint's {bound} learned positions ({spec.family}), "
+                f"not the default {value}"
+            )
+            if note not in layers.notes:
+                layers.notes.append(note)
+            return bound
+        return value
+    if bound is not None and s.value > bound:
+        raise ConfigError(
+            f"{s.show(('seq_len',))}: longer than the {bound} positions of the --init-from checkpoint; allowed: "
+            f"8..{bound} ({spec.family} learns one embedding per position, so PaddleNLP cannot extend them)"
+        )
+    return s.value
+
+
+# How a checkpoint's positions bound the sequence length of continued pretraining (--init-from), per family, as
+# PaddleNLP 3.0.0b4's modeling builds them. From scratch nothing bounds it: run_pretrain.py raises the positions to
+# the sequence length (llmpt/models/registry.py does the same).
+#   gpt, opt   learned position tables, one trained row per position (opt adds 2 offset rows): the sequence
+#              length must fit the checkpoint's max_position_embeddings (run_pretrain.py keeps it when continuing)
+#   llama      a rotary cos/sin table of max_position_embeddings rows, computed at build time and sliced [:seq_len]
+#              (too short a table breaks the forward); no weight depends on it, so it is raised to the sequence
+#              length (COMPUTED_POSITIONS, with a note)
+#   chatglm2   a rotary table of max_sequence_length rows computed every forward: raised the same way
+#   qwen       a rotary cache that grows on demand; bloom: ALiBi biases computed per sequence: no bound
+LEARNED_POSITIONS = {"gpt": "max_position_embeddings", "opt": "max_position_embeddings"}
+COMPUTED_POSITIONS = {"llama": "max_position_embeddings", "chatglm2": "max_sequence_length"}
+
+
+def _checkpoint_positions(init_from: str, family: str) -> int | None:
+    """The learned positions of a --init-from checkpoint (None: not a learned-position family, or no readable
+    config.json there; the run refuses the latter with its own message)."""
+    key = LEARNED_POSITIONS.get(family)
+    if key is None:
+        return None
+    try:
+        value = json.loads(Path(init_from, "config.json").read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def extend_positions(family: str, config: dict[str, Any], seq_len: int) -> str | None:
+    """Raise a --init-from checkpoint's computed rotary positions to `seq_len` (COMPUTED_POSITIONS), in place;
+    the note that says so, or None."""
+    key = COMPUTED_POSITIONS.get(family)
+    have = config.get(key) if key else None
+    if not isinstance(have, int) or have >= seq_len:
+        return None
+    config[key] = seq_len
+    return (
+        f"--init-from: {key} {have} -> {seq_len} ({family}'s rotary table is computed, no weight depends on it; "
+        f"the checkpoint was trained on {have} positions)"
+    )

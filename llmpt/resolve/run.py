@@ -8,10 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from llmpt import __version__
-from llmpt.errors import ConfigError, LlmptError, describe_validation_error
+from llmpt.errors import LlmptError
 from llmpt.fsutil import cache_dir
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
@@ -24,18 +22,15 @@ from llmpt.models.registry import (
     paddlenlp_config,
 )
 from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
-from llmpt.resolve.request import RunRequest, read_layers
-from llmpt.run_config import DataSection, ModelSection, RunConfig, TrainSettings
+from llmpt.resolve.request import RunRequest, check_split_documents, extend_positions, read_layers
+from llmpt.run_config import DataSection, ModelSection, RunConfig
 from llmpt.strategies.expand import run_training_args
 
 
 def resolve_run(req: RunRequest) -> RunConfig:
     """Every check `llmpt train` makes before a rank starts; the RunConfig the ranks will read."""
     layers = read_layers(req)
-    try:
-        train = TrainSettings.model_validate(layers.section("train"))
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(layers.source, e, TrainSettings, prefix="train.")) from None
+    train = layers.train  # every train.* key checked, and the schedule against itself (request.py)
     from_scratch = req.init_from is None
     plan = check_layout(req, layers)
     spec = plan.model
@@ -45,6 +40,8 @@ def resolve_run(req: RunRequest) -> RunConfig:
             "llmpt plan still checks it; trainable families: llama (incl. Baichuan), qwen, gpt, opt, bloom, chatglm2",
         )
     model_cfg = _init_config(req.init_from, spec) if req.init_from else paddlenlp_config(spec, plan.seq_len)
+    if req.init_from and (note := extend_positions(spec.family, model_cfg, plan.seq_len)):
+        layers.notes.append(note)
     model_cfg.update(dropout_config(spec, train.dropout))
 
     prefixes = _data_prefixes(req, layers, spec)
@@ -59,6 +56,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
             "prepare it with: llmpt prepare-data INPUT… --output PREFIX --tokenizer DIR, then --data PREFIX",
         )
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
+    check_split_documents(layers, manifests)
     if req.local:
         check_master_port(req.master, req.node_rank)
     output_dir = str(plan.output_dir)
@@ -75,11 +73,19 @@ def resolve_run(req: RunRequest) -> RunConfig:
         model=ModelSection(id=spec.id, family=spec.family, config=model_cfg, init_from=req.init_from),
         strategy=plan.strategy,
         degrees=plan.expansion.degrees,
-        training_args=run_training_args(plan.expansion, plan.strategy, train, output_dir, plan.topology.device),
+        training_args=run_training_args(
+            plan.expansion, plan.strategy, train, output_dir, plan.topology.device, layers.training_args
+        ),
         model_args=plan.expansion.model_args,
-        data=DataSection(prefixes=prefixes, seq_len=plan.seq_len, tokenizer_dir=tokenizer_dir, manifests=manifests),
+        data=DataSection(
+            prefixes=prefixes,
+            split=layers.split,
+            seq_len=plan.seq_len,
+            tokenizer_dir=tokenizer_dir,
+            manifests=manifests,
+        ),
         train=train,
-        notes=list(plan.notes),
+        notes=[*layers.notes, *plan.notes],
         estimate=None if plan.estimate is None else plan.estimate.to_dict(),
     )
 

@@ -17,6 +17,9 @@ from llmpt.strategies.schema import Strategy
 
 # PaddleNLP's default hybrid_parallel_topo_order "pp_first" with segment parallel available (Paddle >= 2.6).
 TOPOLOGY_ORDER = ("dp", "pp", "sharding", "sep", "mp")
+# PaddleNLP's run_pretrain.py evaluates eval_iters = 10 batches per evaluation (the same first batches of the
+# validation split each time); the rank sizes the validation dataset from this number
+EVAL_ITERS = 10
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,18 @@ def expand(s: Strategy, world_size: int, world_flag: str = "world size") -> Expa
     )
 
 
-def run_training_args(e: Expansion, s: Strategy, train: TrainSettings, output_dir: str, device: str) -> dict[str, Any]:
+def run_training_args(
+    e: Expansion,
+    s: Strategy,
+    train: TrainSettings,
+    output_dir: str,
+    device: str,
+    passthrough: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The complete TrainingArguments of a run: the strategy's (`e.training_args`) plus the schedule and
-    bookkeeping of `train`, as PaddleNLP's run_pretrain.py reads them."""
-    return {
+    bookkeeping of `train`, as PaddleNLP's run_pretrain.py reads them, plus the user's `training_args.*`
+    passthrough (names llmpt does not set; the request refuses OWNED_TRAINING_ARGS and MANAGED_TRAINING_ARGS)."""
+    owned = {
         **e.training_args,
         "output_dir": output_dir,
         "logging_dir": str(RunDir(output_dir).vdl),
@@ -83,7 +94,91 @@ def run_training_args(e: Expansion, s: Strategy, train: TrainSettings, output_di
         "dataloader_num_workers": 0,
         "device": device,
         "per_device_eval_batch_size": s.batch.micro_batch_size,
+        "max_evaluate_steps": EVAL_ITERS,
     }
+    clash = sorted(set(passthrough or {}) & set(owned))
+    if clash:
+        raise ValueError(f"training_args.{clash[0]} is set by llmpt ({OWNED_TRAINING_ARGS.get(clash[0])})")
+    return {**owned, **(passthrough or {})}
+
+
+# Every TrainingArguments name llmpt sets itself, and the llmpt setting that owns it: `training_args.<name>` is
+# refused with that setting's name, so no knob travels two channels (tests/unit/test_settings.py checks these are
+# exactly the names run_training_args writes).
+OWNED_TRAINING_ARGS: dict[str, str] = {
+    "tensor_parallel_degree": "the strategy name (--strategy, tpN)",
+    "pipeline_parallel_degree": "the strategy name (--strategy, ppN)",
+    "sharding_parallel_degree": "the strategy name (--strategy, sdN)",
+    "sep_parallel_degree": "the strategy name (--strategy, sepN)",
+    "context_parallel_degree": "the strategy name (--strategy, cpN)",
+    "sharding": "the strategy name (--strategy, sdN_stageS[_offload])",
+    "virtual_pp_degree": "the strategy name (--strategy, _vppN)",
+    "sequence_parallel": "the strategy name (--strategy, _sp)",
+    "hybrid_parallel_topo_order": "llmpt (pp_first: the order fleet's hybrid_configs are built in)",
+    "recompute": "strategy.recompute.granularity",
+    "recompute_granularity": "strategy.recompute.granularity",
+    "recompute_use_reentrant": "strategy.recompute.use_reentrant",
+    "no_recompute_layers": "strategy.recompute.no_recompute_layers",
+    "use_flash_attention": "strategy.kernels.flash_attention",
+    "use_fused_rms_norm": "strategy.kernels.fused_rms_norm",
+    "use_fused_rope": "strategy.kernels.fused_rope",
+    "bf16": "strategy.precision.dtype",
+    "fp16": "strategy.precision.dtype",
+    "fp16_opt_level": "strategy.precision.amp_level",
+    "amp_master_grad": "strategy.precision.master_grad",
+    "per_device_train_batch_size": "strategy.batch.micro_batch_size",
+    "gradient_accumulation_steps": "strategy.batch.grad_accum",
+    "tensor_parallel_config": "strategy.overlap.tensor_parallel",
+    "pipeline_parallel_config": "strategy.overlap.pipeline_parallel",
+    "sharding_parallel_config": "strategy.overlap.sharding",
+    "data_parallel_config": "strategy.overlap.data_parallel",
+    "output_dir": "--output-dir",
+    "logging_dir": "--output-dir (VisualDL scalars go to <output-dir>/vdl)",
+    "max_steps": "train.max_steps (--max-steps)",
+    "learning_rate": "train.learning_rate",
+    "min_learning_rate": "train.min_learning_rate",
+    "warmup_steps": "train.warmup_steps",
+    "lr_scheduler_type": "train.lr_scheduler",
+    "weight_decay": "train.weight_decay",
+    "max_grad_norm": "train.max_grad_norm",
+    "adam_beta1": "train.adam_beta1",
+    "adam_beta2": "train.adam_beta2",
+    "seed": "train.seed (--seed)",
+    "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps (--save-steps)",
+    "save_total_limit": "train.save_total_limit",
+    "do_train": "llmpt (always on)",
+    "do_eval": "train.eval_steps",
+    "eval_steps": "train.eval_steps",
+    "evaluation_strategy": "train.eval_steps",
+    "disable_tqdm": "llmpt (its own progress line)",
+    "report_to": "train.report_to",
+    "dataloader_num_workers": "llmpt (0: ranks read the mmap dataset themselves)",
+    "device": "--device",
+    "per_device_eval_batch_size": "strategy.batch.micro_batch_size",
+    "max_evaluate_steps": "llmpt (10 batches per evaluation, as run_pretrain.py)",
+}
+# Names llmpt does not write but that its launcher, supervisor or the rank decide, or that would have no effect in
+# the rank (which builds run_pretrain.py's scheduler itself and trains by steps): refused, never dropped.
+MANAGED_TRAINING_ARGS: dict[str, str] = {
+    "overwrite_output_dir": "--overwrite",
+    "resume_from_checkpoint": "--resume (the newest checkpoint every rank finished)",
+    "local_rank": "paddle.distributed.launch",
+    "sharding_degree": "the strategy name (--strategy, sdN; sharding_degree is PaddleNLP's deprecated alias)",
+    "logging_strategy": "train.logging_steps (llmpt's metrics feed logs by steps)",
+    "save_strategy": "train.save_steps (llmpt saves by steps and marks complete checkpoints)",
+    "warmup_ratio": "train.warmup_steps (the rank builds run_pretrain.py's scheduler, which takes steps)",
+    "num_cycles": "train.lr_scheduler (the rank builds run_pretrain.py's cosine/linear scheduler)",
+    "lr_end": "train.min_learning_rate (the floor of run_pretrain.py's scheduler)",
+    "power": "train.lr_scheduler (the rank builds run_pretrain.py's cosine/linear scheduler)",
+    "num_train_epochs": "train.max_steps (llmpt trains by steps)",
+    "do_predict": "nothing: the ranks train and evaluate, they do not predict",
+    "do_export": "nothing: the ranks train and evaluate, they do not export",
+    "expert_parallel_degree": "nothing: llmpt's layouts have no expert-parallel axis",
+    "expert_tensor_parallel_degree": "nothing: llmpt's layouts have no expert-parallel axis",
+    "use_expert_parallel": "nothing: llmpt's layouts have no expert-parallel axis",
+    "enable_auto_parallel": "nothing: llmpt runs PaddleNLP's dynamic hybrid-parallel Trainer",
+}
 
 
 def _sharding_word(s: Strategy, d: ParallelDims) -> str:

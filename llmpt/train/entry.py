@@ -33,13 +33,12 @@ from paddlenlp.utils.batch_sampler import DistributedBatchSampler
 
 from llmpt.launch.checkpoints import mark_complete
 from llmpt.run_config import RunConfig, load_run_yaml
-from llmpt.run_dir import EVENT_BEGIN, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir
+from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir
 from llmpt.train import cpu_backend
 from llmpt.train.args import ModelArguments, PretrainArguments
 from llmpt.train.model_config import build_config
 
-EVAL_ITERS = 10  # as run_pretrain.py
-TEST_ITERS = 100
+TEST_ITERS = 100  # as run_pretrain.py (10 x its eval_iters; the eval batches are run.yaml's max_evaluate_steps)
 
 
 class PretrainTrainer(Trainer):
@@ -71,9 +70,12 @@ class PretrainTrainer(Trainer):
 class MetricsCallback(TrainerCallback):
     """Rank 0 appends one JSON line per logged step and per finished step: the supervisor's live feed."""
 
-    def __init__(self, path: Path, stop_at_step: int | None, visualdl_dir: Path | None) -> None:
+    def __init__(
+        self, path: Path, stop_at_step: int | None, visualdl_dir: Path | None, held_out: list[list[int]] | None = None
+    ) -> None:
         self.path = path
         self.stop_at_step = stop_at_step
+        self.held_out = held_out or []  # [start, end) of the validation documents of each prefix
         self.enabled = paddle.distributed.get_rank() == 0
         self.vdl = None
         if self.enabled:
@@ -115,6 +117,15 @@ class MetricsCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self._write({"event": EVENT_SAVE, "step": state.global_step, "t": time.time()})
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        if self.vdl is not None:
+            self.vdl.add_scalar("eval/loss", float(loss), state.global_step)
+        record = {"event": EVENT_EVAL, "step": state.global_step, "loss": float(loss), "documents": self.held_out}
+        self._write({**record, "t": time.time()})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.vdl is not None:
@@ -183,7 +194,7 @@ def _datasets(cfg: RunConfig, args: PretrainArguments):
         args.per_device_train_batch_size * world * args.max_steps * args.gradient_accumulation_steps,
         args.per_device_eval_batch_size
         * world
-        * EVAL_ITERS
+        * max(args.max_evaluate_steps, 1)
         * (args.max_steps // (args.eval_steps or args.max_steps) + 1),
         args.per_device_eval_batch_size * world * TEST_ITERS,
     ]
@@ -198,6 +209,15 @@ def _datasets(cfg: RunConfig, args: PretrainArguments):
         data_cache_path=str(RunDir(cfg.output_dir).data_cache),
     )
     return train, valid
+
+
+def _documents(ds) -> list[list[int]]:
+    """[start, end) of the documents a causal dataset draws from, per prefix (a blend holds one per prefix)."""
+    if ds is None:
+        return []
+    if hasattr(ds, "datasets"):
+        return [r for d in ds.datasets for r in _documents(d)]
+    return [[int(ds.doc_idx.min()), int(ds.doc_idx.max()) + 1]]
 
 
 def _lr_scheduler(args: PretrainArguments):
@@ -275,7 +295,10 @@ def main(run_yaml: str) -> None:
         tokenizer=tokenizer,
         callbacks=[
             MetricsCallback(
-                run.metrics, cfg.train.stop_at_step, run.vdl if cfg.train.report_to == "visualdl" else None
+                run.metrics,
+                cfg.train.stop_at_step,
+                run.vdl if cfg.train.report_to == "visualdl" else None,
+                _documents(valid_ds) if args.do_eval else None,
             ),
             probe,
             CheckpointMarker(run),

@@ -89,12 +89,12 @@ def test_overrides_layer_in_order(cli, prefix, tmp_path):
         (("--strategy", "dp2", "--device", "cpu", "--gpus", "4"), "needs 2 ranks (dp2) but --gpus 4 gives 4"),
         (
             ("--strategy", "dp1", "--set", "train.learning_rate=-1"),
-            "--set: train.learning_rate: input should be greater than 0",
+            "--set train.learning_rate=-1: must be a number > 0",
         ),
         (("--strategy", "dp1", "--set", "train.lr=1"), "unknown key 'train.lr'"),
         (
             ("--strategy", "dp1", "--set", "strategy.batch.micro_batch_size=0"),
-            "batch.micro_batch_size: input should be greater than or equal to 1",
+            "--set strategy.batch.micro_batch_size=0: must be an integer >= 1",
         ),
         (("--strategy", "dp1", "--set", "novalue"), "expected KEY.PATH=VALUE"),
         (
