@@ -38,7 +38,8 @@ class TrainSettings(_Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2.")
-    seed: int = Field(42, description="Seed of weights init, data order and dropout.")
+    # NumPy takes seeds in 0..2**32-1 and PaddleNLP's set_seed adds per-rank offsets: 2**31-1 leaves room for them
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of weights init, data order and dropout.")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     save_total_limit: int = Field(
         2, ge=2, description="Checkpoints kept; at least 2, so a kill during a save leaves a complete one."
@@ -126,7 +127,9 @@ def split_documents(split: str, num_documents: int) -> list[tuple[int, int]]:
 
 
 class DataSection(_Section):
-    prefixes: list[str] = Field(min_length=1, description="Prepared .bin/.idx prefixes (llmpt prepare-data).")
+    prefixes: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = Field(
+        min_length=1, description="Prepared .bin/.idx prefixes (llmpt prepare-data); one prefix may be a string."
+    )
     split: Split = Field(
         "949,50,1",
         description="Train/valid/test weights of the documents of each prefix (PaddleNLP's dataset builder); "

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt import __version__
-from llmpt.errors import LlmptError
+from llmpt.errors import LlmptError, ModelError
 from llmpt.fsutil import cache_dir
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
@@ -42,7 +42,12 @@ def resolve_run(req: RunRequest) -> RunConfig:
     model_cfg = _init_config(req.init_from, spec) if req.init_from else paddlenlp_config(spec, plan.seq_len)
     if req.init_from and (note := extend_positions(spec.family, model_cfg, plan.seq_len)):
         layers.notes.append(note)
-    model_cfg.update(dropout_config(spec, train.dropout))
+    try:
+        model_cfg.update(dropout_config(spec, train.dropout))
+    except ModelError as e:  # said with the dropout as the user gave it (--set train.dropout=0.1, a file's key)
+        given = layers.setting("train", "dropout")
+        said = given.show(("train", "dropout")) if given else f"train.dropout {train.dropout}"
+        raise ModelError(f"{said}: {e.message.split(': ', 1)[-1]}", e.hint) from None
 
     prefixes = _data_prefixes(req, layers, spec)
     if from_scratch:

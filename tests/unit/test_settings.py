@@ -417,3 +417,23 @@ def test_computed_rotary_positions_are_raised_for_continued_pretraining(cli, tin
     ry = dry_run(cli, tiny_data, "llama-tiny", "--init-from", init, "--seq-len", "128")
     assert ry["model"]["config"]["max_position_embeddings"] == 128
     assert any("max_position_embeddings 64 -> 128" in n for n in ry["notes"])
+
+
+def test_a_seed_numpy_cannot_take_is_refused_as_given():
+    assert refusal(seed=-1) == "--seed -1: must be an integer >= 0 and <= 2147483647"
+    assert refusal("train.seed=4294967296").startswith("--set train.seed=4294967296: must be an integer >= 0")
+
+
+def test_a_dropout_the_modeling_lacks_is_refused_as_given(cli, tiny_data, tmp_path):
+    cfg = config(tmp_path, "train:\n  dropout: 0.1\n")
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run",
+            "--config", cfg)  # fmt: skip
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[0].startswith(f"error: {cfg}: train.dropout: 0.1: PaddleNLP's llama modeling has no")
+
+
+def test_data_prefixes_take_one_prefix_or_a_list(tmp_path):
+    assert layers("data.prefixes=/data/a").section("data") == {"prefixes": ["/data/a"]}
+    cfg = config(tmp_path, "data:\n  prefixes: [/data/a, /data/b]\n")
+    assert layers(config_file=cfg).section("data") == {"prefixes": ["/data/a", "/data/b"]}
+    assert layers(config_file=cfg, data=("/data/c",)).origin("data", "prefixes") == "--data"
