@@ -357,13 +357,15 @@ def seq_len_of(req: RunRequest, layers: Layers, spec: ModelSpec) -> int:
 # the sequence length (llmpt/models/registry.py does the same).
 #   gpt, opt   learned position tables, one trained row per position (opt adds 2 offset rows): the sequence
 #              length must fit the checkpoint's max_position_embeddings (run_pretrain.py keeps it when continuing)
-#   llama      a rotary cos/sin table of max_position_embeddings rows, computed at build time and sliced [:seq_len]
-#              (too short a table breaks the forward); no weight depends on it, so it is raised to the sequence
-#              length (COMPUTED_POSITIONS, with a note)
-#   chatglm2   a rotary table of max_sequence_length rows computed every forward: raised the same way
+#   llama      a rotary cos/sin table of max_position_embeddings rows, computed at build time and sliced [:seq_len]:
+#              past its end the positions are silently wrong (an out-of-range gather on CPU); no weight depends on
+#              it, so it is raised to the sequence length (COMPUTED_POSITIONS, with a note)
+#   chatglm2   a rotary table of max_sequence_length rows, which its config also calls seq_length: the rank sets
+#              seq_length to the sequence length, so the table always fits
 #   qwen       a rotary cache that grows on demand; bloom: ALiBi biases computed per sequence: no bound
+# tests/integration/test_positions.py checks each line against the modeling on tiny CPU models.
 LEARNED_POSITIONS = {"gpt": "max_position_embeddings", "opt": "max_position_embeddings"}
-COMPUTED_POSITIONS = {"llama": "max_position_embeddings", "chatglm2": "max_sequence_length"}
+COMPUTED_POSITIONS = {"llama": "max_position_embeddings"}
 
 
 def _checkpoint_positions(init_from: str, family: str) -> int | None:
