@@ -31,8 +31,12 @@ OUTPUT_DIR = typer.Option(None, "--output-dir", "-o", help="Run directory (defau
 INIT_FROM = typer.Option(None, "--init-from", help="Start from a save_pretrained() directory.")
 RESUME = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in the run directory.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace a previous run in the run directory.")
-CONFIG = typer.Option(None, "--config", help="YAML with train/strategy/data/seq_len sections.")
-SET = typer.Option(None, "--set", help="Override: --set train.learning_rate=1e-3 (repeatable).")
+CONFIG = typer.Option(
+    None, "--config", help="YAML with train, strategy, data, seq_len and training_args sections (see README)."
+)
+SET = typer.Option(
+    None, "--set", help="Override one key: --set train.learning_rate=1e-3, --set training_args.NAME=V (repeatable)."
+)
 ALLOW_PARTIAL = typer.Option(
     False, "--allow-partial", help="Allow capabilities the matrix marks partial (🚧), with a warning."
 )
