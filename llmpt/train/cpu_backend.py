@@ -357,10 +357,6 @@ def _sp_reduce_scatter(original, input):
     return _slice_for_rank(_all_reduce_copy(input, g), g.rank, g.nranks, axis=0)
 
 
-def _sp_all_gather(original, input):
-    return _all_gather_concat(input, _mp_group(), axis=0)
-
-
 # --------------------------------------------------------------------------
 # group sharded stage 2 / 3 (paddle.distributed.sharding, fleet.meta_parallel.sharding)
 # --------------------------------------------------------------------------
@@ -564,17 +560,9 @@ PATCHES: tuple[Patch, ...] = (
         "rebind",
         ("input",),
         "ReduceScatterOp forward, AllGatherOp backward. gloo has no reduce_scatter (does not support reduce_scatter"
-        " with sync_op flag); the same result as an out-of-place all-reduce that keeps this rank's dim-0 slice.",
+        " with sync_op flag); the same result as an out-of-place all-reduce that keeps this rank's dim-0 slice."
+        " (Its other half, sequence_parallel_utils.all_gather, runs on gloo as Paddle wrote it.)",
         _sp_reduce_scatter,
-    ),
-    Patch(
-        f"{_SP}:all_gather",
-        "rebind",
-        ("input",),
-        "GatherOp/AllGatherOp forward, ScatterOp/ReduceScatterOp backward. Paddle's fills a paddle.empty output"
-        " through the raw process group's all_gather; gathered here with dist.all_gather on a contiguous copy, like"
-        " every other collective in this table (gloo needs contiguous buffers).",
-        _sp_all_gather,
     ),
     Patch(
         f"{_SHARDING}.group_sharded_optimizer_stage2:core.is_compiled_with_cuda",

@@ -42,10 +42,12 @@ TEST_ITERS = 100  # as run_pretrain.py (10 x its eval_iters; the eval batches ar
 
 
 class PretrainTrainer(Trainer):
-    """PaddleNLP's Trainer with pretraining's in-order sampling (the dataset builder already shuffled)."""
+    """PaddleNLP's Trainer with pretraining's in-order sampling (the dataset builder already shuffled) and plain SGD
+    (train.optimizer=sgd), which PaddleNLP's Trainer does not offer."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, optimizer_name: str = "adamw", **kwargs):
         super().__init__(*args, **kwargs)
+        self.optimizer_name = optimizer_name
         # is_pretraining makes PaddleNLP log model FLOPs via model._get_hardware_flops(); OPT's __getattr__
         # answers any missing attribute with a config value (None), so only ask models that really have it
         self.is_pretraining = callable(getattr(self.model, "_get_hardware_flops", None))
@@ -65,6 +67,27 @@ class PretrainTrainer(Trainer):
 
     def _get_eval_sampler(self, eval_dataset):
         return self._sampler(eval_dataset, self.args.per_device_eval_batch_size)
+
+    def create_optimizer(self, lr_scheduler=None):
+        """SGD without momentum, with what PaddleNLP gives AdamW: the same LR schedule, clipping (max_grad_norm) and
+        weight decay on the same parameters (not biases or norms). Decay is L2 on those parameters (their
+        regularizer; applied after clipping, as AdamW's): for SGD that is AdamW's decoupled decay exactly,
+        p - lr*(g + wd*p) = p*(1 - lr*wd) - lr*g."""
+        if self.optimizer is not None or self.optimizer_name != "sgd":
+            return super().create_optimizer(lr_scheduler)
+        if self.args.weight_decay > 0:
+            decay = paddle.regularizer.L2Decay(self.args.weight_decay)
+            for name, p in self.model.named_parameters():
+                if not any(nd in name for nd in ("bias", "norm")):  # Trainer.create_optimizer's rule
+                    p.regularizer = decay
+        clip = self.args.max_grad_norm
+        self.optimizer = paddle.optimizer.SGD(
+            learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
+            parameters=self.model.parameters(),
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(clip) if clip > 0 else None,
+            multi_precision=self.args.fp16_opt_level == "O2",
+        )
+        return self.optimizer
 
 
 class MetricsCallback(TrainerCallback):
@@ -137,9 +160,11 @@ def _tensor_bytes(tensors) -> int:
 
 
 def _base_optimizer(opt):
-    """The optimizer that owns the states, under fleet's and sharding's wrappers."""
-    while not hasattr(opt, "_accumulators") and hasattr(opt, "_inner_opt"):
-        opt = opt._inner_opt
+    """The optimizer that owns the states, under fleet's and sharding stage 1's wrappers (_inner_opt) and group
+    sharding's (_optim: GroupShardedOptimizerStage2 is an Optimizer too, with empty accumulators of its own; stage 3
+    points the optimizer's _optim at itself)."""
+    while (inner := getattr(opt, "_inner_opt", None) or getattr(opt, "_optim", None)) is not None and inner is not opt:
+        opt = inner
     return opt
 
 
@@ -292,6 +317,7 @@ def main(run_yaml: str) -> None:
         train_dataset=train_ds,
         eval_dataset=valid_ds if args.do_eval else None,
         optimizers=(None, _lr_scheduler(args)),
+        optimizer_name=cfg.train.optimizer,
         tokenizer=tokenizer,
         callbacks=[
             MetricsCallback(
