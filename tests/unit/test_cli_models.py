@@ -72,13 +72,20 @@ def test_explicit_flash_attention_request_is_refused(cli, tmp_path):
 
 
 def test_partial_cell_needs_allow_partial(cli, tmp_path):
+    # chatglm2's modeling has a core_attn path (SelfAttention.forward); the ChatGLM-6B row says SR 🚧
     f = tmp_path / "sr.yaml"
     f.write_text("name: tp2_rccore\n")
-    line = _err(cli("plan", "bloom-7b1", "--strategy", str(f), "--gpus", "2"))
+    line = _err(cli("plan", "chatglm2-6b", "--strategy", str(f), "--gpus", "2"))
     assert "selective recompute is only partially supported" in line and "🚧" in line
-    r = cli("plan", "bloom-7b1", "--strategy", str(f), "--gpus", "2", "--allow-partial", "--json")
+    r = cli("plan", "chatglm2-6b", "--strategy", str(f), "--gpus", "2", "--allow-partial", "--json")
     assert r.exit_code == 0, r.stderr
-    assert "warning: bigscience/bloom-7b1: selective recompute is only partially supported" in r.stderr
+    assert "warning: THUDM/chatglm2-6b: selective recompute is only partially supported" in r.stderr
+
+
+def test_allow_partial_cannot_run_a_path_the_modeling_lacks(cli):
+    # bloom's SR cell is 🚧 too, but its modeling recomputes whole blocks whatever the granularity
+    line = _err(cli("plan", "bloom-7b1", "--strategy", "tp2_rccore", "--gpus", "2", "--allow-partial"))
+    assert "PaddleNLP 3.0.0b4's bloom modeling has no core-attention recompute" in line
 
 
 @pytest.mark.parametrize(
