@@ -3,6 +3,7 @@ fits (the grammar, the matrix and the model's shape allow it)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from llmpt.planner.devices import Device
@@ -13,9 +14,7 @@ TP_MAX = 8  # tensor parallel stays inside one node's NVLink domain
 NODE_GPUS = 8  # devices per node assumed when more are needed than the user's node count gives (the seed's 8x A100)
 
 
-def fewest_devices(
-    lay: Layout, device: Device | None, capacity_mb: float
-) -> tuple[int, int, Layout, Estimate] | None:
+def fewest_devices(lay: Layout, device: Device | None, capacity_mb: float) -> tuple[int, int, Layout, Estimate] | None:
     """(world size, devices per node, layout, estimate) on the fewest devices (doubling) where a layout fits."""
     per_node = max(lay.nproc_per_node, NODE_GPUS)
     world = lay.degrees.world_size * 2
@@ -41,8 +40,8 @@ def _score(e: Estimate) -> tuple[float, float]:
 
 
 def _layouts_on(lay: Layout, world: int, per_node: int):
-    """The layouts of `world` ranks that split the model further: tp up to a node, pp over the layers, the rest
-    sharded (stage 1-3), with the current recompute or full recompute."""
+    """The layouts of `world` ranks that split the model further: tp up to a node (with sequence parallel), pp over
+    the layers, the rest sharded (stage 1-3), with the current recompute or full recompute."""
     s, d = lay.strategy, lay.degrees
     layers = lay.spec.num_hidden_layers
     tps = [t for t in (1, 2, 4, 8) if d.tp <= t <= min(TP_MAX, per_node)]
@@ -54,25 +53,25 @@ def _layouts_on(lay: Layout, world: int, per_node: int):
             if world % split:
                 continue
             rest = world // split
-            for stage in (1, 2, 3) if rest > 1 else (1,):
-                for g in granularities:
-                    acc = max(s.batch.grad_accum, pp)
-                    try:
-                        st = renamed(
-                            s,
-                            d,
-                            granularity=g,
-                            dp=None,
-                            tp=tp,
-                            pp=pp,
-                            sharding=rest,
-                            stage=stage,
-                            offload=s.parallel.offload and stage > 1 and rest > 1,
-                            virtual_pp=s.parallel.virtual_pp if pp > 1 else 1,
-                            sequence_parallel=s.parallel.sequence_parallel and tp > 1,
-                        )
-                    except Exception:  # noqa: BLE001 - a combination the grammar refuses is simply not a candidate
-                        continue
-                    st = st.model_copy(update={"batch": st.batch.model_copy(update={"grad_accum": acc})})
-                    dims = replace(d, dp=1, tp=tp, pp=pp, sharding=rest)
-                    yield replace(lay, strategy=st, degrees=dims, nproc_per_node=per_node)
+            sps = dict.fromkeys((s.parallel.sequence_parallel and tp > 1, tp > 1))
+            for stage, g, sp in itertools.product((1, 2, 3) if rest > 1 else (1,), granularities, sps):
+                acc = max(s.batch.grad_accum, pp)
+                try:
+                    st = renamed(
+                        s,
+                        d,
+                        granularity=g,
+                        dp=None,
+                        tp=tp,
+                        pp=pp,
+                        sharding=rest,
+                        stage=stage,
+                        offload=s.parallel.offload and stage > 1 and rest > 1,
+                        virtual_pp=s.parallel.virtual_pp if pp > 1 else 1,
+                        sequence_parallel=sp,
+                    )
+                except Exception:  # noqa: BLE001 - a combination the grammar refuses is simply not a candidate
+                    continue
+                st = st.model_copy(update={"batch": st.batch.model_copy(update={"grad_accum": acc})})
+                dims = replace(d, dp=1, tp=tp, pp=pp, sharding=rest)
+                yield replace(lay, strategy=st, degrees=dims, nproc_per_node=per_node)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmpt.errors import ConfigError, StrategyError, describe_validation_error
-from llmpt.overrides import deep_merge
+from llmpt.overrides import deep_merge, load_yaml, plain, typed
 from llmpt.strategies.grammar import NameParts, NameSyntaxError, format_name, parse_name
 from llmpt.strategies.schema import PRESET_SECTIONS, Strategy
 from llmpt.strategies.validate import check_strategy
@@ -32,7 +32,7 @@ def list_presets() -> list[str]:
     return sorted(names, key=lambda n: (parse_name(n).parallel.dims.min_ranks, n))
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, load: Callable[[str], Any] = yaml.safe_load) -> dict[str, Any]:
     """A YAML mapping from a file, or ConfigError naming the file and what is wrong with it."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -41,7 +41,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -52,6 +52,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def read_strategy_yaml(path: Path) -> dict[str, Any]:
+    """A preset or strategy file, each value typed by the Strategy field it fills (as --set and --config are):
+    `granularity: off` stays the string "off", `master_grad: off` is False."""
+    out: dict[str, Any] = {}
+    for key, raw in read_yaml(path, load_yaml).items():
+        fi = Strategy.model_fields.get(key) if key != "name" else None  # a name is a name, not text made of a number
+        section = fi.annotation if fi is not None else None
+        if isinstance(raw, dict) and isinstance(section, type) and issubclass(section, BaseModel):
+            fields = section.model_fields
+            out[key] = {k: typed(v, fields[k].annotation) if k in fields else plain(v) for k, v in raw.items()}
+        else:
+            out[key] = typed(raw, fi.annotation) if fi is not None else plain(raw)
+    return out
 
 
 def build_strategy(parts: NameParts, sections: dict[str, Any], source: str) -> Strategy:
@@ -108,14 +123,14 @@ AMP_ONLY = (("precision", "master_grad"), ("kernels", "flash_attention"))
 
 def base_profile(device: str) -> dict[str, Any]:
     """The sections every strategy inherits on this kind of device (presets/base/<device>.yaml)."""
-    return read_yaml(presets_dir() / "base" / f"{device}.yaml")
+    return read_strategy_yaml(presets_dir() / "base" / f"{device}.yaml")
 
 
 def _strategy_layer(name_or_path: str) -> tuple[NameParts, dict[str, Any], str]:
     """The name's parts, the preset's or file's own sections, and the label that names them."""
     if is_strategy_file(name_or_path):
         path = Path(name_or_path)
-        data = read_yaml(path)
+        data = read_strategy_yaml(path)
         name = data.pop("name", None) or path.stem
         if not isinstance(name, str):
             raise ConfigError(f"{path}: name: must be a strategy name string (got {name!r})")
@@ -134,7 +149,7 @@ def _strategy_layer(name_or_path: str) -> tuple[NameParts, dict[str, Any], str]:
     canonical = format_name(parts)
     preset = presets_dir() / f"{canonical}.yaml"
     if preset.is_file():
-        return parts, read_yaml(preset), f"presets/{canonical}.yaml"
+        return parts, read_strategy_yaml(preset), f"presets/{canonical}.yaml"
     return parts, {}, canonical
 
 
