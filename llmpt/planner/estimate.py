@@ -412,7 +412,7 @@ def knob_dict(change: str, lay: Layout, sets: list[str], e: Estimate) -> dict[st
 def allowed(lay: Layout, on_cpu: bool = False) -> bool:
     """The grammar, the matrix, the model's shape (and on CPU, llmpt's gloo backend) accept this layout."""
     from llmpt.errors import LlmptError
-    from llmpt.models.matrix import load_matrix, needed_cells, row_supports
+    from llmpt.models.matrix import model_supports
     from llmpt.models.shape import check_model_shape
     from llmpt.strategies.grammar import parse_name
     from llmpt.strategies.validate import check_runs_on_cpu, check_strategy
@@ -424,7 +424,7 @@ def allowed(lay: Layout, on_cpu: bool = False) -> bool:
             warnings.simplefilter("ignore")  # options without effect in a candidate are not the user's concern
             check_strategy(lay.strategy)
         check_model_shape(lay.spec, lay.strategy, lay.degrees, lay.seq_len, lay.from_scratch)
-        if not row_supports(load_matrix().row(lay.spec.matrix_row), needed_cells(lay.strategy, lay.degrees)):
+        if not model_supports(lay.spec, lay.strategy, lay.degrees):
             return False
         if on_cpu:
             check_runs_on_cpu(lay.strategy)

@@ -78,7 +78,7 @@ class Plan:
             "pipeline_configs": e.pipeline_configs,
             "training_args": e.training_args,
             "model_args": e.model_args,
-            "launch_command": self.launch_command,
+            "command": self.launch_command,  # the one name for it (plan, train --dry-run): llmpt.plan/1
             "notes": list(self.notes),
             "sources": self.sources,
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
@@ -138,8 +138,9 @@ def check_layout(req: RunRequest, layers: Layers) -> Plan:
     degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
     # kernels from the base profile or a shipped preset mean "on where supported"; a file or the user asks for them
-    explicit = any(not sources.get(f"kernels.{k}", "").startswith(("base profile", "preset ")) for k in GPU_KERNELS)
-    caps = check_capabilities(spec, strategy, degrees, allow_partial=req.allow_partial, optional_kernels=not explicit)
+    kernel_fields = type(strategy.kernels).model_fields
+    explicit = {k for k in kernel_fields if not sources.get(f"kernels.{k}", "base").startswith(("base", "preset "))}
+    caps = check_capabilities(spec, strategy, degrees, allow_partial=req.allow_partial, explicit_kernels=explicit)
     if caps.kernels_off:
         strategy = strategy.model_copy(update={"kernels": strategy.kernels.model_copy(update=caps.kernels_off)})
         for k in caps.kernels_off:
