@@ -328,11 +328,20 @@ def renamed(s: Strategy, degrees: ParallelDims, **parallel) -> Strategy:
     from llmpt.strategies.grammar import rename
 
     granularity = parallel.pop("granularity", s.recompute.granularity)
+    p = s.parallel.model_copy(update=parallel)
+    # overlap options of an axis the new layout no longer has (or of another sharding stage) would do nothing
+    dropped = {
+        "tensor_parallel": p.tp == 1,
+        "pipeline_parallel": p.pp == 1,
+        "sharding": p.sharding == 1 or p.stage != s.parallel.stage,
+    }
+    overlap = s.overlap.model_copy(update={k: () for k, gone in dropped.items() if gone})
     return s.model_copy(
         update={
             "name": rename(s.name, granularity, **parallel),
-            "parallel": s.parallel.model_copy(update=parallel),
+            "parallel": p,
             "recompute": s.recompute.model_copy(update={"granularity": granularity}),
+            "overlap": overlap,
         }
     )
 
