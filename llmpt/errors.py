@@ -83,7 +83,8 @@ def describe_validation_error(source: str, exc: Any, model: type | None = None, 
     msg = msg[0].lower() + msg[1:] if msg else msg
     got = err.get("input")
     shown = "" if isinstance(got, dict) or got is None and err["type"] == "missing" else f" (got {got!r})"
-    return f"{source}: {loc}: {msg}{shown}"
+    where = f"{loc}: " if loc else ""  # a check of the whole model (a model_validator) has no location
+    return f"{source}: {where}{msg}{shown}"
 
 
 def _fields_at(model: type, path: tuple[Any, ...]) -> list[str]:
@@ -203,11 +204,20 @@ ERRORS: tuple[Row, ...] = (
 # fmt: on
 
 
+def _one_line(text: str | None) -> str | None:
+    # a YAML parser's or a library's message may span lines (with a caret under a column): joined with "; "
+    if text is None or "\n" not in text:
+        return text
+    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
 def ending(exc: BaseException) -> Ending:
     """How the CLI ends for `exc` (an Exception or KeyboardInterrupt): the first row of ERRORS that matches."""
     for row in ERRORS:
         if row.matches(exc):
             message, hint = row.line(exc)
+            if row.kind != "run failed":  # one line; only a failed run carries its rank's log lines
+                message, hint = _one_line(message), _one_line(hint)
             debug = row.kind == "unexpected" and os.environ.get("LLMPT_DEBUG") == "1"
             return Ending(row.kind, row.code, message, hint, row.label, traceback=debug)
     raise TypeError(f"no way to end on {type(exc).__name__}: only Exception and KeyboardInterrupt are ended")

@@ -3,6 +3,7 @@ and report pass/fail per stage (plan, ranks up, groups formed, loss finite, chec
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.errors import LlmptError
+from llmpt.fsutil import check_writable, why_unwritable
 from llmpt.launch.summary import read_metrics
 from llmpt.launch.supervise import TrainingFailed, prepare_output_dir, run_training
 from llmpt.models.registry import NOT_TRAINABLE, ModelSpec, all_models, resolve_model
@@ -84,6 +86,7 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
     # refused like everywhere else: LlmptError, exit 2, before anything runs
     # capability matrix + real shapes, on the strategy's own world size
     plan = resolve_plan(RunRequest(model=spec, strategy=strategy, local=False))
+    _check_rehearsal_dir(out)
     plan_stage = Stage(
         "plan (real model, GPU topology)",
         True,
@@ -157,6 +160,24 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
     return result
 
 
+_PARTS = ("init", "run", "resumed")  # what a rehearsal writes in its directory
+
+
+def _check_rehearsal_dir(out: Path) -> None:
+    """The rehearsal replaces its directory: it must be writable and hold nothing but an earlier rehearsal's parts
+    (checked before anything is written or removed)."""
+    try:
+        check_writable(out)
+    except OSError as e:
+        raise LlmptError(f"--output-dir {out}: {why_unwritable(out, e)}", "choose a writable --output-dir") from None
+    if out.is_dir() and (other := sorted(p.name for p in out.iterdir() if p.name not in _PARTS)):
+        raise LlmptError(
+            f"--output-dir {out} holds files that are not a rehearsal's ({', '.join(other[:3])}"
+            f"{', …' if len(other) > 3 else ''}); a rehearsal replaces its directory",
+            "pass a new or empty --output-dir",
+        )
+
+
 _RUN_STAGES = ("ranks up", "groups formed", "loss finite", "checkpoint round-trip")
 _SHAPE = ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size", "num_hidden_layers")
 
@@ -217,7 +238,9 @@ def verify_matrix(model: str | None = None, cells: list[str] | None = None, prog
     known = [c.key for c in m.columns]
     for c in cells or []:
         if c not in known:
-            raise LlmptError(f"--cells {c}: unknown column; allowed: {', '.join(known)}")
+            close = difflib.get_close_matches(c, known, n=1)
+            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            raise LlmptError(f"--cells: unknown column {c!r}{mean}; allowed: {', '.join(known)}")
     today = datetime.date.today().isoformat()
     results = load_verified()
     for row in rows:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from llmpt import schemas
 from llmpt.cli import options as opt
 from llmpt.cli._common import console, err_console, print_json
 from llmpt.errors import LlmptError
@@ -48,6 +49,8 @@ def launch_script(
         raise LlmptError("launch-script needs exactly one of --slurm or --k8s", "e.g. llmpt launch-script … --slurm")
     if not 0 < port < 65536:
         raise LlmptError(f"--port {port}: must be in 1..65535")
+    if k8s and not image.strip():
+        raise LlmptError(f"--image {image!r}: empty; --k8s needs the container image with llmpt installed")
     # the nodes find each other on the cluster: the master is known there, not here
     fields = opt.request_fields(locals())
     cfg = resolve_run(RunRequest(**fields, master=f"first-node:{port}", local=False))
@@ -68,7 +71,17 @@ def launch_script(
     if slurm:
         script.chmod(0o755)
     if json_out:
-        print_json({"run_yaml": str(run_yaml), "script": str(script), "nnodes": nnodes, "nproc_per_node": n})
+        print_json(
+            {
+                "output_dir": cfg.output_dir,
+                "run_yaml_path": str(run_yaml),
+                "script_path": str(script),
+                "world_size": cfg.world_size,
+                "nnodes": nnodes,
+                "nproc_per_node": n,
+            },
+            schemas.LAUNCH_SCRIPT,
+        )
         return
     console.print(f"wrote {run_yaml} and {script}", highlight=False)
     console.print(f"submit: {'sbatch' if slurm else 'kubectl apply -f'} {script}", highlight=False)
@@ -82,11 +95,16 @@ def run_node(
     json_out: bool = opt.JSON,
 ) -> None:
     """Start this node's ranks of an existing run (what launch-script's files run on every node)."""
+    from llmpt.data.prepare import prepare_shipped
     from llmpt.launch.command import check_master_port, check_multinode
-    from llmpt.launch.supervise import run_training
-    from llmpt.run_config import load_run_yaml
+    from llmpt.launch.supervise import check_devices_here, check_output_writable, run_training
 
-    cfg = load_run_yaml(Path(run_yaml))
+    cfg = _read_run_yaml(Path(run_yaml))
+    if not 1 <= cfg.nnodes <= cfg.world_size:
+        raise LlmptError(
+            f"{run_yaml}: nnodes {cfg.nnodes} and world_size {cfg.world_size}: allowed: 1 <= nnodes <= world_size",
+            "pass the run.yaml llmpt launch-script wrote, unedited",
+        )
     n = nproc_per_node or cfg.world_size // cfg.nnodes
     if n < 1 or n * cfg.nnodes != cfg.world_size:
         raise LlmptError(
@@ -95,7 +113,11 @@ def run_node(
         )
     check_multinode(cfg.nnodes, master, node_rank)
     check_master_port(master, node_rank)
+    check_devices_here(cfg)
+    check_output_writable(Path(cfg.output_dir))
+    _check_inputs(cfg, Path(run_yaml))
     cfg = cfg.on_node(master, node_rank, n)
+    prepare_shipped(cfg.data.prefixes)  # every check passed: the first write
     err_console.print(
         f"[bold]llmpt run-node[/] {cfg.model.id} · {cfg.strategy.name} · node {node_rank or 0}/{cfg.nnodes} · "
         f"{n} {cfg.device} ranks → {cfg.output_dir}",
@@ -107,3 +129,33 @@ def run_node(
         print_json(summary)
     else:
         console.print(f"node {node_rank or 0}: done; {cfg.output_dir}/summary.json", highlight=False)
+
+
+def _check_inputs(cfg, run_yaml: Path) -> None:
+    """What the ranks will open exists on this node (data must be at the same paths on every node): each prefix's
+    files and header, the tokenizer directory. Hashes were checked where run.yaml was written."""
+    from llmpt.data.prepare import open_prepared, shipped_pending
+
+    for prefix in cfg.data.prefixes:
+        if not shipped_pending(prefix):  # the shipped corpus is prepared on this node if it is not there yet
+            open_prepared(prefix, f"{run_yaml}: data.prefixes:")
+    if not Path(cfg.data.tokenizer_dir).is_dir():
+        raise LlmptError(
+            f"{run_yaml}: data.tokenizer_dir {cfg.data.tokenizer_dir}: no such directory on this node",
+            "data, tokenizer and the Python environment must be at the same paths on every node",
+        )
+
+
+def _read_run_yaml(path: Path):
+    """The run.yaml launch-script wrote; whatever is wrong with the file (missing, a directory, not UTF-8, not YAML,
+    not a mapping, not a run) is one line naming it."""
+    from llmpt.run_config import load_run_yaml
+    from llmpt.strategies.presets import read_yaml
+
+    hint = "pass the run.yaml llmpt launch-script (or llmpt train) wrote: OUTPUT_DIR/run.yaml"
+    try:
+        if not read_yaml(path):
+            raise LlmptError(f"{path}: empty; expected a run.yaml", hint)
+        return load_run_yaml(path)
+    except LlmptError as e:
+        raise LlmptError(e.message, e.hint or hint) from None

@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from llmpt import schemas
 from llmpt.cli._common import console, err_console, print_json
 
 
@@ -52,7 +53,7 @@ def prepare_data(
             quiet=json_out,
         )
     if json_out:
-        print_json(result.to_dict())
+        print_json(result.to_dict(), schemas.PREPARE_DATA)
         return
     for b in result.bad_lines:
         err_console.print(f"[yellow]skipped[/] {b['file']}:{b['line']}: {b['reason']}", highlight=False, soft_wrap=True)

@@ -6,7 +6,8 @@ import typer
 import yaml
 from rich.table import Table
 
-from llmpt.cli._common import console, print_json
+from llmpt import schemas
+from llmpt.cli._common import console, print_json, print_table
 from llmpt.models.registry import all_models, paddlenlp_config, resolve_model
 
 app = typer.Typer(help="The model registry: ids, aliases, families, architectures.", no_args_is_help=True)
@@ -17,7 +18,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
     """Every model id llmpt knows, with its aliases and size."""
     models = all_models()
     if json_out:
-        print_json([m.model_dump(mode="json") for m in models])
+        print_json({"models": [m.model_dump(mode="json") for m in models]}, schemas.MODELS)
         return
     table = Table(title="llmpt models", title_justify="left")
     for col in ("id", "aliases", "family", "matrix row", "hidden", "layers", "heads", "kv", "vocab"):
@@ -34,7 +35,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON."))
             str(m.num_key_value_heads),
             str(m.vocab_size),
         )
-    console.print(table)
+    print_table(table)
     console.print("* not among the 29 weights of PaddleNLP's pretraining README", highlight=False)
 
 
@@ -47,6 +48,6 @@ def show_cmd(
     m = resolve_model(model)
     data = {**m.model_dump(mode="json"), "paddlenlp_config": paddlenlp_config(m)}
     if json_out:
-        print_json(data)
+        print_json(data, schemas.MODEL)
     else:
         typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())

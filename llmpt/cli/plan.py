@@ -6,8 +6,9 @@ import typer
 import yaml
 from rich.panel import Panel
 
+from llmpt import schemas
 from llmpt.cli import options as opt
-from llmpt.cli._common import console, print_json
+from llmpt.cli._common import console, print_json, print_table
 from llmpt.errors import ConfigError
 from llmpt.launch.command import format_command
 from llmpt.overrides import parse_set
@@ -48,7 +49,7 @@ def plan(
     p = resolve_plan(RunRequest(**opt.request_fields(locals()), local=False))
     d = p.to_dict()
     if json_out:
-        print_json(d)
+        print_json(d, schemas.PLAN)
         return
     deg = d["degrees"]
     m = d["model"]["config"]
@@ -92,7 +93,7 @@ def print_settings(p) -> None:
             path = f"{section}.{key}"
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
             table.add_row(path, shown or "-", p.sources.get(path, "schema default"))
-    console.print(table)
+    print_table(table)
 
 
 def print_estimate(est) -> None:
@@ -108,7 +109,7 @@ def print_estimate(est) -> None:
     table.add_row("[bold]total[/]", f"[bold]{est.memory_mb_per_card:,.0f}[/]")
     if est.capacity_mb is not None:
         table.add_row("usable on the card" if est.device else "RAM per rank", f"{est.capacity_mb:,.0f}")
-    console.print(table)
+    print_table(table)
     if est.tokens_per_card_per_sec is not None:
         console.print(
             f"throughput: ~{est.tokens_per_card_per_sec:,.0f} tokens/card/s, MFU {est.mfu:.1%} "

@@ -8,7 +8,8 @@ import typer
 import yaml
 from rich.table import Table
 
-from llmpt.cli._common import console, print_json
+from llmpt import schemas
+from llmpt.cli._common import console, print_json, print_table
 from llmpt.strategies.presets import list_presets, load_strategy_file, resolve_strategy
 from llmpt.strategies.schema import Strategy
 
@@ -46,7 +47,7 @@ def list_cmd(json_out: bool = JSON_OPT) -> None:
     """The shipped presets. A name without dpN runs on any multiple of its ranks (dp = the multiple)."""
     strategies = [resolve_strategy(n) for n in list_presets()]
     if json_out:
-        print_json([_summary(s) for s in strategies])
+        print_json({"presets": [_summary(s) for s in strategies]}, schemas.PRESETS)
         return
     table = Table(title="llmpt strategy presets", title_justify="left")
     for col in ("name", "ranks", "tp", "pp", "sd", "stage", "recompute", "precision", "mbs×acc", "description"):
@@ -65,7 +66,7 @@ def list_cmd(json_out: bool = JSON_OPT) -> None:
             f"{s.batch.micro_batch_size}×{s.batch.grad_accum}",
             s.description,
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command("show")
@@ -77,7 +78,7 @@ def show_cmd(
     s = resolve_strategy(name)
     data = s.model_dump(mode="json")
     if json_out:
-        print_json(data)
+        print_json(data, schemas.STRATEGY)
     else:
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
@@ -90,6 +91,6 @@ def validate_cmd(
     """Check a strategy file without running anything."""
     s = load_strategy_file(file)
     if json_out:
-        print_json({"file": str(file), "valid": True, "strategy": s.model_dump(mode="json")})
+        print_json({"file": str(file), "valid": True, "strategy": s.model_dump(mode="json")}, schemas.STRATEGY_CHECK)
     else:
         console.print(f"[green]ok[/] {file}: strategy {s.name} ({_ranks(s)} ranks)", highlight=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from llmpt.cli._common import console, print_json
+from llmpt import schemas
+from llmpt.cli._common import print_json, print_table
 from llmpt.errors import ExitCode
 
 
@@ -21,7 +22,7 @@ def rehearse(
 
     r = run(model, strategy, output_dir=output_dir, keep=keep)
     if json_out:
-        print_json(r.to_dict())
+        print_json(r.to_dict(), schemas.REHEARSAL)
     else:
         table = Table(title=f"rehearsal: {r.model} · {r.strategy} · {r.ranks} CPU ranks", title_justify="left")
         for col in ("stage", "result", "detail"):
@@ -29,6 +30,6 @@ def rehearse(
         for s in r.stages:
             mark = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[dim]not reached[/]"}[s.ok]
             table.add_row(s.name, mark, s.detail)
-        console.print(table)
+        print_table(table)
     if not r.passed:
         raise typer.Exit(ExitCode.FAILED)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
+from llmpt import schemas
 from llmpt.cli import options as opt
-from llmpt.cli._common import console, err_console, print_json
+from llmpt.cli._common import console, err_console, print_json, print_table
 
 
 def train(
@@ -40,18 +41,24 @@ def train(
 ) -> None:
     """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
     from llmpt.launch.command import format_command, run_launch_command
-    from llmpt.launch.supervise import prepare_output_dir, run_training
+    from llmpt.launch.supervise import check_devices_here, prepare_output_dir, run_training
     from llmpt.resolve import RunRequest, resolve_run
+    from llmpt.run_dir import RunDir
 
     cfg = resolve_run(RunRequest(**opt.request_fields(locals())))
     if dry_run:
-        run_yaml = cfg.model_dump(mode="json")
+        run_config = cfg.model_dump(mode="json")  # what run.yaml will hold
         if json_out:
-            print_json({"command": run_launch_command(cfg), "run_yaml": run_yaml})
+            run_yaml_path = str(RunDir(Path(cfg.output_dir)).run_yaml)
+            print_json(
+                {"command": run_launch_command(cfg), "run_yaml_path": run_yaml_path, "run_config": run_config},
+                schemas.DRY_RUN,
+            )
         else:
             typer.echo(format_command(run_launch_command(cfg)))
-            typer.echo(yaml.safe_dump(run_yaml, sort_keys=False, allow_unicode=True).rstrip())
+            typer.echo(yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True).rstrip())
         return
+    check_devices_here(cfg)
     prepare_output_dir(cfg, overwrite=overwrite)
     for n in cfg.notes:
         err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
@@ -134,8 +141,7 @@ def _print_summary(s, output_dir: str) -> None:
         mem,
         f"{s['final_loss']:.4f}" if s["final_loss"] is not None else "n/a",
     )
-    # the seed row must not be cut to "llama-ti…" when stdout is a pipe (rich assumes 80 columns then)
-    Console(width=max(console.width, 110), force_terminal=console.is_terminal).print(table)
+    print_table(table)  # never "llama-ti…": stacked when the terminal (or a pipe's 80 columns) is too narrow
     losses = [p["loss"] for p in s["losses"]]
     if losses:
         console.print(f"loss {losses[0]:.3f} {sparkline(losses)} {losses[-1]:.3f}", highlight=False)

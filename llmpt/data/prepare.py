@@ -20,7 +20,7 @@ from llmpt.data.inputs import DataError, InputFile, discover_inputs, iter_chunks
 from llmpt.data.mmap import IndexFormatError, index_bytes, read_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
 from llmpt.errors import LlmptWarning
-from llmpt.fsutil import probe_writable
+from llmpt.fsutil import cache_dir, check_writable
 
 MANIFEST_FORMAT = "llmpt.data/1"
 ProgressFn = Callable[[int, int, int], None]  # (documents, tokens, input bytes) so far
@@ -60,7 +60,7 @@ def _check_output(prefix: str, force: bool) -> None:
         raise DataError(f"output {existing[0]} already exists", "pass --force to overwrite, or choose --output")
     parent = paths["bin"].parent
     try:
-        probe_writable(parent)
+        check_writable(parent)  # nothing created yet: a later refusal (no documents, bad tokenizer) leaves no trace
     except OSError as e:
         raise DataError(f"output {prefix}: cannot write to {parent} ({e.strerror or e})") from None
 
@@ -74,7 +74,24 @@ class _AtomicOutputs:
         self.tmp = {k: p.with_name(f"{p.name}.tmp-{os.getpid()}") for k, p in self.final.items()}
 
     def __enter__(self) -> _AtomicOutputs:
+        # the output's directories are made here, when writing starts, and removed again if nothing is finished
+        self.made: list[Path] = []
+        parent = self.final["bin"].parent
+        while not parent.exists():
+            self.made.append(parent)
+            parent = parent.parent
+        try:
+            for d in reversed(self.made):
+                d.mkdir()
+        except OSError as e:
+            self._remove_made()
+            raise DataError(f"output {self.prefix}: cannot create {e.filename} ({e.strerror or e})") from None
         return self
+
+    def _remove_made(self) -> None:
+        for d in self.made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
@@ -82,6 +99,7 @@ class _AtomicOutputs:
         for p in self.tmp.values():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        self._remove_made()
         if issubclass(exc_type, OSError):
             why = getattr(exc, "strerror", None) or exc
             raise DataError(f"output {self.prefix}: write failed ({why}); nothing was left at the final path") from None
@@ -274,17 +292,23 @@ def open_prepared(prefix: str, flag: str):
     return index, read_manifest(prefix)
 
 
+# Hashes this process verified, per cache file, not yet written there: a check writes nothing (a later check may
+# still refuse); remember_verified() writes them once the run starts.
+_VERIFIED: dict[Path, dict[str, str]] = {}
+
+
 def verify_prepared(prefix: str, manifest: dict, flag: str, cache: Path | None = None) -> None:
     """The files are the ones prepare-data wrote: byte sizes and SHA-256 of .idx and .bin against the manifest.
 
     Hashing a large .bin takes a while (~1 GB/s); a hash already verified for the same path, size and mtime is
-    remembered in `cache` (a JSON file) and not recomputed."""
+    remembered in `cache` (a JSON file) and not recomputed. Only read here: remember_verified() writes."""
     paths = output_paths(prefix)
     seen: dict = {}
     if cache is not None and cache.is_file():
         with contextlib.suppress(OSError, ValueError):
             seen = json.loads(cache.read_text())
-    changed = False
+    if cache is not None:
+        seen |= _VERIFIED.get(cache, {})
     for kind in ("idx", "bin"):
         want = manifest.get(kind) or {}
         path = paths[kind]
@@ -305,14 +329,47 @@ def verify_prepared(prefix: str, manifest: dict, flag: str, cache: Path | None =
                 f"{flag} {prefix}: {path.name} does not match its manifest checksum (changed since prepare-data?)",
                 "prepare the data again",
             )
-        seen[key] = want["sha256"]
-        changed = True
-    if changed and cache is not None:
-        with contextlib.suppress(OSError):
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(seen))
-            os.replace(tmp, cache)
+        if cache is not None:
+            _VERIFIED.setdefault(cache, {})[key] = want["sha256"]
+
+
+def verified_cache() -> Path:
+    """The cache file of verified hashes (path|size|mtime -> SHA-256) that verify_prepared reads."""
+    return cache_dir() / "verified-data.json"
+
+
+def remember_verified(cache: Path) -> None:
+    """Write the hashes verified since the last call into `cache`: at launch, after every check passed."""
+    new = _VERIFIED.pop(cache, {})
+    if not new:
+        return
+    seen: dict = {}
+    if cache.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            seen = json.loads(cache.read_text())
+    with contextlib.suppress(OSError):  # only a cache: a run does not fail for it
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(seen | new))
+        os.replace(tmp, cache)
+
+
+def shipped_prefix() -> Path:
+    """Where `llmpt train` keeps the shipped corpus, prepared on first use: <cache>/data/kjv."""
+    return cache_dir() / "data" / "kjv"
+
+
+def shipped_pending(prefix: str | Path) -> bool:
+    """`prefix` is the shipped corpus's place in the cache and it is not prepared there yet."""
+    return Path(prefix) == shipped_prefix() and not output_paths(prefix)["manifest"].is_file()
+
+
+def prepare_shipped(prefixes: list[str]) -> None:
+    """Prepare the shipped corpus into the cache if a run reads it and it is not there yet: at launch, after every
+    check passed (its vocabulary and document count were known without it: shipped_corpus_facts)."""
+    for p in prefixes:
+        if shipped_pending(p):
+            prepare_data(None, output=str(p), force=True)
 
 
 def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> PrepareResult:

@@ -3,6 +3,7 @@ Nothing is downloaded."""
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
@@ -13,6 +14,50 @@ from llmpt.data.mmap import token_dtype
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_TOKENIZER = ASSETS / "tokenizer"
 SHIPPED_CORPUS = ASSETS / "corpus" / "kjv.jsonl.gz"
+
+
+def sentencepiece_size(model_path: Path) -> int:
+    """The piece count of a sentencepiece model (what LlamaTokenizer reports as vocab_size), read from the file's
+    protobuf without sentencepiece or PaddleNLP: the number of top-level `pieces` fields (field 1)."""
+    buf, i, pieces = model_path.read_bytes(), 0, 0
+
+    def varint() -> int:
+        nonlocal i
+        value = shift = 0
+        while True:
+            b = buf[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    while i < len(buf):
+        tag = varint()
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            varint()
+        elif wire == 1:
+            i += 8
+        elif wire == 2:
+            length = varint()  # not `i += varint()`: that adds to the value i had before the length was read
+            i += length
+            pieces += field == 1
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"{model_path}: not a sentencepiece model (wire type {wire})")
+    return pieces
+
+
+def shipped_corpus_facts() -> dict:
+    """What preparing the shipped corpus gives, known without preparing it (a refusal must not spend seconds
+    writing megabytes first): its documents (one per line) and the shipped tokenizer, shaped like the manifest's
+    keys. tests/bad_inputs checks them against a prepared copy's manifest."""
+    with gzip.open(SHIPPED_CORPUS, "rt", encoding="utf-8") as f:
+        documents = sum(1 for line in f if line.strip())
+    vocab = sentencepiece_size(SHIPPED_TOKENIZER / "sentencepiece.bpe.model")
+    return {"documents": documents, "tokenizer": {"dir": str(SHIPPED_TOKENIZER), "vocab_size": vocab}}
 
 
 def _local_dirs_for(model_id: str) -> list[Path]:
@@ -37,8 +82,12 @@ def resolve_tokenizer_dir(arg: str | None) -> Path:
                 "pass a directory written by a PaddleNLP tokenizer's save_pretrained()",
             )
         return p
-    if os.sep in arg and not p.exists():
-        raise DataError(f"--tokenizer {arg}: no such directory")
+    if os.sep in arg or p.exists():  # a path, not a model id
+        what = "a file, not a directory" if p.exists() else "no such directory"
+        raise DataError(
+            f"--tokenizer {arg}: {what}",
+            "pass a tokenizer directory (save_pretrained() output) or a model id whose tokenizer is local",
+        )
     from llmpt.models.registry import resolve_model
 
     spec = resolve_model(arg)  # ModelError (unknown model, did you mean) if it is not a model either

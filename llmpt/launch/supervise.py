@@ -3,6 +3,7 @@ failure or Ctrl-C, and summarise."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -15,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmpt import schemas
 from llmpt.errors import LlmptError
-from llmpt.fsutil import probe_writable
+from llmpt.fsutil import check_writable, probe_writable, why_unwritable
 from llmpt.launch.checkpoints import checkpoints
 from llmpt.launch.command import run_launch_command
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
@@ -30,9 +32,47 @@ _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
 from llmpt.errors import TrainingFailed  # noqa: E402 - moved to llmpt.errors (the exit-code table)
 
 
+def check_output_dir(cfg: RunConfig, overwrite: bool) -> None:
+    """Every refusal prepare_output_dir makes, made without writing anything: the run directory can be created and
+    written, and a previous run in it needs --resume (resolved into cfg.resume_from) or --overwrite."""
+    out = Path(cfg.output_dir)
+    check_output_writable(out)
+    if cfg.resume_from is None and RunDir(out).holds_a_run() and not overwrite:
+        raise LlmptError(
+            f"--output-dir {out} holds a previous run",
+            "pass --resume to continue it, --overwrite to start over, or another --output-dir",
+        )
+
+
+def check_devices_here(cfg: RunConfig) -> None:
+    """A run started on this machine (train, run-node) has the devices it names: GPU ranks need an NVIDIA device
+    node. (plan, train --dry-run and launch-script check GPU jobs on machines without one: they start nothing.)"""
+    if cfg.device == "gpu" and not glob.glob("/dev/nvidia[0-9]*"):
+        raise LlmptError(
+            "--device gpu: this machine has no NVIDIA GPU (no /dev/nvidia0, /dev/nvidia1, …)",
+            "start it on the GPU machine; here check it with --dry-run, or run on CPU ranks with --device cpu",
+        )
+
+
+def check_output_writable(out: Path) -> None:
+    """The run directory is, or can be created as, a directory llmpt can write; nothing is created."""
+    try:
+        check_writable(out)
+    except OSError as e:
+        raise LlmptError(f"--output-dir {out}: {why_unwritable(out, e)}", "choose a writable --output-dir") from None
+
+
 def prepare_output_dir(cfg: RunConfig, overwrite: bool) -> None:
     """Make the run directory ready for this attempt. A directory with a previous run needs --resume (resolved into
-    cfg.resume_from) or --overwrite: runs are never mixed."""
+    cfg.resume_from) or --overwrite: runs are never mixed.
+
+    Every check first (check_output_dir), then the writes: the shipped corpus into the cache when the run reads it
+    and it is not there yet, the data hashes verified during resolution into the cache, the run directory."""
+    from llmpt.data.prepare import prepare_shipped, remember_verified, verified_cache
+
+    check_output_dir(cfg, overwrite)
+    prepare_shipped(cfg.data.prefixes)
+    remember_verified(verified_cache())
     out = Path(cfg.output_dir)
     run = RunDir(out)
     _check_writable(out)
@@ -45,11 +85,6 @@ def prepare_output_dir(cfg: RunConfig, overwrite: bool) -> None:
             if step > chosen:  # a save cut short: its leftovers must not mix into the next save of that step
                 shutil.rmtree(p)
         return
-    if previous and not overwrite:
-        raise LlmptError(
-            f"--output-dir {out} holds a previous run",
-            "pass --resume to continue it, --overwrite to start over, or another --output-dir",
-        )
     if previous:
         for p in run.outputs_of_a_run():
             p.unlink(missing_ok=True)
@@ -59,7 +94,7 @@ def prepare_output_dir(cfg: RunConfig, overwrite: bool) -> None:
 
 
 def _check_writable(out: Path) -> None:
-    """The run directory can be created and written, checked before anything in it is touched."""
+    """Create the run directory and write in it (at launch: check_output_writable refused what it could)."""
     try:
         probe_writable(out)
     except OSError as e:
@@ -217,8 +252,13 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
         )
     if cfg.nnodes > 1 and (cfg.node_rank or 0) != 0:
         # rank 0 lives on node 0 and writes the metrics; this node only reports that its ranks finished
-        return {"node_rank": cfg.node_rank, "ranks_finished": True, "summary": f"on node 0, {run.summary}"}
-    summary = summarize(cfg)
+        return {
+            "schema": schemas.NODE_SUMMARY,
+            "node_rank": cfg.node_rank,
+            "ranks_finished": True,
+            "summary": f"on node 0, {run.summary}",
+        }
+    summary = {"schema": schemas.RUN_SUMMARY, **summarize(cfg)}  # also summary.json: the same document
     run.summary.write_text(json.dumps(summary, indent=1) + "\n")
     plot_losses(summary, run.loss_png)
     return summary

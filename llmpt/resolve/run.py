@@ -10,7 +10,6 @@ from typing import Any
 
 from llmpt import __version__
 from llmpt.errors import LlmptError, ModelError
-from llmpt.fsutil import cache_dir
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
 from llmpt.models.registry import (
@@ -61,7 +60,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
             "prepare it with: llmpt prepare-data INPUT… --output PREFIX --tokenizer DIR, then --data PREFIX",
         )
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
-    check_split_documents(layers, manifests)
+    check_split_documents(layers, manifests | _unprepared(prefixes))
     if req.local:
         check_master_port(req.master, req.node_rank)
     output_dir = str(plan.output_dir)
@@ -108,33 +107,43 @@ def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:
 
 
 def _shipped_corpus() -> str:
-    """The shipped corpus, prepared once into the cache."""
-    from llmpt.data.prepare import output_paths, prepare_data
+    """The shipped corpus's place in the cache. Not prepared here: launch prepares it once every check passed
+    (llmpt.data.prepare.prepare_shipped); until then its facts stand in for its manifest (_unprepared)."""
+    from llmpt.data.prepare import shipped_prefix
 
-    prefix = cache_dir() / "data" / "kjv"
-    if not output_paths(prefix)["manifest"].is_file():
-        prepare_data(None, output=str(prefix), force=True)
-    return str(prefix)
+    return str(shipped_prefix())
+
+
+def _unprepared(prefixes: list[str]) -> dict[str, dict]:
+    """The shipped corpus when it is not prepared yet: what its manifest will say (documents, tokenizer)."""
+    from llmpt.data.prepare import shipped_pending
+    from llmpt.data.tokenizer import shipped_corpus_facts
+
+    return {p: shipped_corpus_facts() for p in prefixes if shipped_pending(p)}
 
 
 def _tokenizer_vocab(prefixes: list[str]) -> int:
-    """The largest vocabulary the data was tokenized with (0 when no prefix has a manifest)."""
+    """The largest vocabulary the data was (or, for the shipped corpus, will be) tokenized with (0 when no prefix
+    has a manifest)."""
     from llmpt.data.prepare import read_manifest
 
-    return max((m["tokenizer"]["vocab_size"] for p in prefixes if (m := read_manifest(p))), default=0)
+    known = _unprepared(prefixes)
+    return max((m["tokenizer"]["vocab_size"] for p in prefixes if (m := known.get(p) or read_manifest(p))), default=0)
 
 
 def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], str]:
     """Each prefix opens, agrees with its manifest, and has ids below the model's vocabulary."""
     from llmpt.data.inputs import DataError
-    from llmpt.data.prepare import open_prepared, verify_prepared
+    from llmpt.data.prepare import open_prepared, shipped_pending, verified_cache, verify_prepared
     from llmpt.data.tokenizer import SHIPPED_TOKENIZER
 
     manifests, tokenizer_dir = {}, None
     for prefix in prefixes:
+        if shipped_pending(prefix):
+            continue  # prepared at launch from the shipped files, with the shipped tokenizer
         ds, m = open_prepared(prefix, "--data")
         if m is not None:
-            verify_prepared(prefix, m, "--data", cache_dir() / "verified-data.json")
+            verify_prepared(prefix, m, "--data", verified_cache())
             if (m["documents"], m["tokens"]) != (len(ds), int(ds.sizes.sum())):
                 raise DataError(
                     f"--data {prefix}: files hold {len(ds)} documents / {int(ds.sizes.sum())} tokens but the manifest "

@@ -72,13 +72,14 @@ def test_launch_script_files_run_the_same_run_yaml_on_each_node(llmpt, tmp_path,
     args = ("llama-tiny", "--strategy", "dp2", "--device", "cpu", "--gpus", "1", "--nnodes", "2",
             "--max-steps", STEPS, "-o", str(out), "--json", *COMMON)  # fmt: skip
     written = llmpt.json("launch-script", *args, "--slurm")
-    script = Path(written["script"]).read_text()
-    assert subprocess.run(["bash", "-n", written["script"]]).returncode == 0
+    assert written["schema"] == "llmpt.launch-script/1" and written["run_yaml_path"] == str(out / "run.yaml")
+    script = Path(written["script_path"]).read_text()
+    assert subprocess.run(["bash", "-n", written["script_path"]]).returncode == 0
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
     assert f"run-node {out / 'run.yaml'}" in script and '--node-rank "$SLURM_NODEID"' in script
     run_yaml = (out / "run.yaml").read_text()
     k8s = llmpt.json("launch-script", *args, "--k8s", "--overwrite", "--image", "reg/llmpt:1")
-    config_map, job = yaml.safe_load_all(Path(k8s["script"]).read_text())
+    config_map, job = yaml.safe_load_all(Path(k8s["script_path"]).read_text())
     assert config_map["data"]["run.yaml"] == (out / "run.yaml").read_text() == run_yaml
     assert job["kind"] == "PaddleJob" and job["spec"]["worker"]["replicas"] == 2
     # the nodes: one run.yaml, one shared run directory, `llmpt run-node` on each

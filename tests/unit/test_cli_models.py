@@ -118,7 +118,7 @@ def test_matrix_model_and_strategy_views(cli):
 
 
 def test_models_list_and_show(cli):
-    rows = json.loads(cli("models", "list", "--json").stdout)
+    rows = json.loads(cli("models", "list", "--json").stdout)["models"]
     assert len([m for m in rows if m["seed_weight"]]) == 29
     shown = json.loads(cli("models", "show", "llama-tiny", "--json").stdout)
     assert shown["paddlenlp_config"]["model_type"] == "llama"

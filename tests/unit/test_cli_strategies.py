@@ -20,7 +20,9 @@ def _one_error_line(result) -> str:
 def test_presets_list_json_covers_1_to_64_devices(cli):
     r = cli("presets", "list", "--json")
     assert r.exit_code == 0, r.stderr
-    rows = json.loads(r.stdout)
+    out = json.loads(r.stdout)
+    assert out["schema"] == "llmpt.presets/1"
+    rows = out["presets"]
     assert [row["name"] for row in rows] == list_presets()
     assert {row["min_ranks"] for row in rows} >= {1, 2, 4, 8, 16, 32, 64}
     seed = {row["name"]: row for row in rows}["tp2sd4_stage2"]
@@ -102,7 +104,8 @@ def test_plan_json_issue_example(cli):
     assert out["world_size"] == 8
     assert out["training_args"]["sharding"] == "stage2"
     assert out["training_args"]["tensor_parallel_degree"] == 2
-    cmd = out["launch_command"]
+    assert out["schema"] == "llmpt.plan/1" and "launch_command" not in out  # one name: `command`, as in --dry-run
+    cmd = out["command"]
     assert cmd[1:3] == ["-m", "paddle.distributed.launch"]
     assert cmd[cmd.index("--devices") + 1] == "0,1,2,3,4,5,6,7"
     assert cmd[-1].endswith("run.yaml")
@@ -135,7 +138,7 @@ def test_plan_device_list_and_multinode(cli):
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["world_size"] == 16 and out["degrees"]["sharding"] == 2
-    cmd = out["launch_command"]
+    cmd = out["command"]
     assert cmd[cmd.index("--nnodes") + 1] == "2" and cmd[cmd.index("--master") + 1] == "10.0.0.1:8090"
     assert cmd[cmd.index("--rank") + 1] == "1"
 

@@ -39,7 +39,8 @@ def test_dry_run_prints_the_launch_and_run_yaml(cli, prefix, tmp_path):
     assert cmd[1:3] == ["-m", "paddle.distributed.launch"]
     assert cmd[cmd.index("--nproc_per_node") + 1] == "2"
     assert cmd[-2].endswith("llmpt/train/entry.py") and cmd[-1] == str(tmp_path / "run" / "run.yaml")
-    ry = out["run_yaml"]
+    assert out["schema"] == "llmpt.dry-run/1" and out["run_yaml_path"] == cmd[-1]
+    ry = out["run_config"]
     assert ry["device"] == "cpu" and ry["world_size"] == 2
     assert ry["training_args"]["bf16"] is False and ry["training_args"]["use_flash_attention"] is False
     assert ry["data"]["prefixes"] == [prefix]
@@ -74,7 +75,7 @@ def test_overrides_layer_in_order(cli, prefix, tmp_path):
         "--dry-run",
         "--json",
     )
-    ry = json.loads(r.stdout)["run_yaml"]
+    ry = json.loads(r.stdout)["run_config"]
     assert ry["train"]["max_steps"] == 9  # flag beats --config
     assert ry["train"]["learning_rate"] == 0.02  # --set beats --config
     assert ry["training_args"]["per_device_train_batch_size"] == 3

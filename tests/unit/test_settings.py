@@ -352,7 +352,7 @@ def test_a_passthrough_value_reaches_run_yaml_in_a_dry_run(cli, tiny_data, tmp_p
     r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run", "--json",
             "--config", cfg, "--set", "training_args.logging_first_step=on", "--set", "training_args.optim=adamw_mini")  # fmt: skip
     assert r.exit_code == 0, r.stderr
-    ta = json.loads(r.stdout)["run_yaml"]["training_args"]
+    ta = json.loads(r.stdout)["run_config"]["training_args"]
     assert (ta["adam_epsilon"], ta["logging_first_step"], ta["optim"]) == (1e-6, True, "adamw_mini")
     assert ta["per_device_train_batch_size"] >= 1  # llmpt's own names untouched
 
@@ -380,7 +380,7 @@ def checkpoint(tmp_path, model: str, **config: Any) -> str:
 def dry_run(cli, tiny_data, model: str, *args: str) -> dict:
     r = cli("train", model, "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run", "--json", *args)
     assert r.exit_code == 0, r.stderr
-    return json.loads(r.stdout)["run_yaml"]
+    return json.loads(r.stdout)["run_config"]
 
 
 def test_continued_pretraining_takes_the_seed_schedule_unless_set(cli, tiny_data, tmp_path):
