@@ -358,9 +358,8 @@ def check_capabilities(
             # after the modeling's check: --allow-partial cannot help where the modeling has no path at all
             partial.append(f"{spec.id}: {need.why} is only partially supported ({where})")
             continue
-        runnable = ", ".join(runnable_presets(spec)) or "none of the shipped presets"
         raise ModelError(
-            f"{spec.id} does not support {need.why} ({where}). Strategies that run {spec.id}: {runnable}",
+            f"{spec.id} does not support {need.why} ({where}). {runnable_text(spec)}",
             f"see: llmpt matrix --model {spec.aliases[0] if spec.aliases else spec.id}",
         )
     fam = load_families()
@@ -419,7 +418,7 @@ def _refusal(
     elif claim.instead:
         hint = claim.instead
     else:
-        hint = f"strategies that run {spec.id}: {', '.join(runnable_presets(spec)) or 'none of the shipped presets'}"
+        hint = runnable_text(spec)
     return ModelError(
         f"{spec.id}: strategy {s.name} asks for {need.why}, but {modeling} has no {title} path ({claim.evidence})",
         hint,
@@ -515,6 +514,39 @@ def runnable_presets(spec: ModelSpec) -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def runnable_text(spec: ModelSpec) -> str:
+    """The shipped presets that run the model — those the matrix and the modeling allow, and of them those that fit
+    the seed's card — for a refusal: never a layout that does not fit, named as one that runs."""
+    allowed = runnable_presets(spec)
+    if not allowed:
+        return f"no shipped preset runs {spec.id}"
+    fitting = [n for n in allowed if _fits_seed_card(spec, n)]
+    card = f"an {SEED_CARD} at {SEED_SEQ_LEN} tokens"
+    if fitting:
+        rest = [n for n in allowed if n not in fitting]
+        more = f" (the matrix also allows {', '.join(rest)}, which do not fit)" if rest else ""
+        return f"Strategies that run {spec.id} and fit {card}: {', '.join(fitting)}{more}"
+    return (
+        f"The matrix allows {', '.join(allowed)} for {spec.id}, but none of them fits {card} "
+        "(check other cards and devices with llmpt plan --device-type)"
+    )
+
+
+SEED_CARD, SEED_SEQ_LEN = "A100-80G", 4096  # the seed table's machine and sequence length
+
+
+def _fits_seed_card(spec: ModelSpec, name: str) -> bool:
+    from llmpt.planner.devices import resolve_device
+    from llmpt.planner.estimate import RESERVE_MB_GPU, Layout, estimate
+    from llmpt.strategies.presets import resolve_strategy
+
+    s = resolve_strategy(name)
+    d = s.parallel.dims.smallest(name)
+    card = resolve_device(SEED_CARD)
+    e = estimate(Layout(spec, s, d, SEED_SEQ_LEN, min(d.world_size, 8)), card)
+    return e.memory_mb_per_card <= card.memory_mb - RESERVE_MB_GPU
 
 
 # --- the modeling behind each matrix cell, for `llmpt matrix` ----------------------------------------------------

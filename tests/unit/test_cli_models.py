@@ -49,10 +49,23 @@ def test_plan_qwen_7b_seed_row_shows_real_dimensions(cli):
 
 def test_opt_66b_tensor_parallel_is_refused_naming_tp(cli):
     line = _err(cli("plan", "opt-66b", "--strategy", "tp2", "--gpus", "2"))
+    # opt-66b is data parallel only: every card holds all 66B parameters, so no allowed layout is offered as one
+    # that runs (issue 14: the refusal once listed dp1..dp8 as "strategies that run" although none fits)
     assert line == (
         "error: facebook/opt-66b does not support tensor parallel (tp2) (capability matrix, row OPT 66B: ⬜ not "
-        "listed as supported). Strategies that run facebook/opt-66b: dp1, dp2, dp4, dp8"
+        "listed as supported). The matrix allows dp1, dp2, dp4, dp8 for facebook/opt-66b, but none of them fits an "
+        "A100-80G at 4096 tokens (check other cards and devices with llmpt plan --device-type)"
     )
+
+
+def test_a_refusal_names_as_running_only_layouts_that_fit(cli):
+    import re
+
+    line = _err(cli("plan", "qwen-7b", "--strategy", "tp2_sp", "--gpus", "2"))
+    named = re.search(r"fit an A100-80G at 4096 tokens: ([^(;]+)", line).group(1).split(", ")
+    for name in named:
+        r = cli("plan", "qwen-7b", "--strategy", name.strip(), "--device-type", "A100-80G", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["estimate"]["fits"] is True, name
 
 
 def test_opt_66b_dp8_runs_with_flash_attention_off_and_a_note(cli):
