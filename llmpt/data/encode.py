@@ -1,11 +1,21 @@
-"""The encoding worker: a chunk of raw documents -> token ids, as PaddleNLP's create_pretraining_data.py
-would produce them, but with one batched sentencepiece call per chunk instead of the tokenizer's Python
-machinery per document. Imports neither paddle nor paddlenlp unless a document needs the slow path."""
+"""The encoding worker: a chunk of raw documents -> token ids, as PaddleNLP's create_pretraining_data.py would
+produce them with the tokenizer's own class, but through a native batch encoder (sentencepiece, fastokens,
+tiktoken or Hugging Face tokenizers) instead of the class's Python machinery per document.
+
+What each PaddleNLP class does before its encoder runs is re-stated here from an EncoderSpec that
+llmpt/data/tokenizer.py reads off the loaded class: Unicode NFC (Qwen2Tokenizer, QWenTokenizer, Llama3Tokenizer),
+a prefix space (GPT/Bloom with add_prefix_space), and the added-token split of PretrainedTokenizer.tokenize
+(leftmost-longest match, whitespace stripped beside each token as its AddedToken says) for the classes that go
+through it. Imports neither paddle nor paddlenlp unless the spec's backend is "paddlenlp" (the slow path)."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,20 +24,45 @@ from llmpt.data.inputs import Chunk
 
 MAX_BAD_REPORTED = 20
 MAX_REPEATED_LEN = 100  # create_pretraining_data.py's --max_repeated_len default
-_REPEATS = re.compile(r"(.)\1{" + str(MAX_REPEATED_LEN) + ",}", re.S)
+# create_pretraining_data.py's pattern, flags included: without re.S '.' skips '\n', so runs of newlines stay
+_REPEATS = re.compile(r"(.)\1{" + str(MAX_REPEATED_LEN) + ",}")
+SAMPLE_MAX_CHARS = 64 << 10  # a document the parent re-tokenizes with PaddleNLP for the self-check
+BACKENDS = ("sentencepiece", "fastokens", "tiktoken", "tokenizers", "paddlenlp")
+
+
+@dataclass(frozen=True)
+class AddedTokenRule:
+    """One entry of the tokenizer's no-split (added/special) tokens and how PaddleNLP's tokenize treats it."""
+
+    content: str
+    id: int
+    lstrip: bool  # strip whitespace at the end of the text before it
+    rstrip: bool  # strip whitespace at the start of the text after it
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """What a worker needs to rebuild the encoder (picklable)."""
+    """What a worker needs to rebuild the encoder (picklable; no paddle objects)."""
 
     tokenizer_dir: str
-    sp_model_path: str | None  # set when the tokenizer is plain sentencepiece underneath (fast path)
-    special_tokens: tuple[str, ...]  # texts containing these go through PaddleNLP's tokenizer, which splits on them
+    tokenizer_class: str
+    family: str  # sentencepiece | tiktoken | bpe (byte-level BPE) | other
+    backend: str  # one of BACKENDS; "paddlenlp" is the slow path (the class itself, in the worker)
     eos_id: int | None
     append_eos: bool
     text_key: str
     dtype: str
+    nfc: bool = False  # unicodedata.normalize("NFC") of the whole text first
+    prefix_space: bool = False  # " " + text first (GPT/Bloom add_prefix_space)
+    added_tokens: tuple[AddedTokenRule, ...] = ()  # split out in Python first (empty: the backend matches them)
+    model_path: str | None = None  # sentencepiece .model, or the tiktoken rank file
+    pattern: str | None = None  # tiktoken's pre-tokenizer regex
+    special_tokens: tuple[tuple[str, int], ...] = ()  # tiktoken: special tokens allowed in text
+    tokenizer_json: str | None = None  # a tokenizer.json document (fastokens / tokenizers)
+    probe_literals: tuple[str, ...] = ()  # the tokenizer's special/added tokens: documents holding one are sampled
+
+    def describe(self) -> str:
+        return f"{self.tokenizer_class} ({self.family}) via {self.backend}"
 
 
 @dataclass
@@ -39,38 +74,196 @@ class ChunkResult:
     bad: int = 0
     bad_lines: list[tuple[str, int, str]] = field(default_factory=list)
     bytes_in: int = 0
+    file: str = ""
+    # (raw document text, its ids without EOS) for the parent's self-check against PaddleNLP's tokenizer
+    samples: list[tuple[str, list[int]]] = field(default_factory=list)
+    paddle_loaded: bool = False  # whether this worker process has imported paddle (it must not, on a fast path)
+
+
+def _native_threads_to_one() -> None:
+    # one worker process = one core, as in PaddleNLP's pool: no encoder may start its own thread pool
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _SentencePiece:
+    def __init__(self, spec: EncoderSpec) -> None:
+        import sentencepiece as spm
+
+        self._sp = spm.SentencePieceProcessor(model_file=spec.model_path)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return _flatten(self._sp.encode(texts, num_threads=1))
+
+
+class _Fastokens:
+    def __init__(self, spec: EncoderSpec) -> None:
+        import fastokens
+
+        if spec.tokenizer_json is not None:
+            self._tok = fastokens.Tokenizer.from_json_str(spec.tokenizer_json)
+        else:
+            self._tok = fastokens.Tokenizer.from_tiktoken(
+                spec.model_path, pattern=spec.pattern, special_tokens=dict(spec.special_tokens)
+            )
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids, offsets = self._tok.encode_batch_flat(texts, add_special_tokens=False)
+        return np.frombuffer(ids, dtype=np.uint32), np.diff(np.frombuffer(offsets, dtype=np.uint64)).astype(np.int64)
+
+
+class _Tiktoken:
+    def __init__(self, spec: EncoderSpec) -> None:
+        import tiktoken
+
+        specials = dict(spec.special_tokens)
+        self._enc = tiktoken.Encoding(
+            "llmpt", pat_str=spec.pattern, mergeable_ranks=load_tiktoken_ranks(spec.model_path), special_tokens=specials
+        )
+        self._allowed = set(specials)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # the classes' tokenize: encode(text, allowed_special="all", disallowed_special=())
+        return _flatten([self._enc.encode(t, allowed_special=self._allowed, disallowed_special=()) for t in texts])
+
+
+class _Tokenizers:
+    def __init__(self, spec: EncoderSpec) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(spec.tokenizer_json)
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return _flatten([e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)])
+
+
+class _PaddleNLP:
+    """The slow path: the tokenizer's own class, one document at a time (loads paddlenlp in this process)."""
+
+    def __init__(self, spec: EncoderSpec, tokenizer=None) -> None:
+        if tokenizer is None:
+            from paddlenlp.transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+        self._tok = tokenizer
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return _flatten([self._tok.convert_tokens_to_ids(self._tok.tokenize(t)) for t in texts])
+
+
+def load_tiktoken_ranks(path: str) -> dict[bytes, int]:
+    """A tiktoken rank file (base64 token, space, rank per line), read as the PaddleNLP classes read it."""
+    import base64
+
+    with open(path, "rb") as f:
+        return {
+            base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in f.read().splitlines() if line)
+        }
+
+
+def _flatten(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter((i for s in seqs for i in s), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths
+
+
+_BACKEND_CLASSES = {
+    "sentencepiece": _SentencePiece,
+    "fastokens": _Fastokens,
+    "tiktoken": _Tiktoken,
+    "tokenizers": _Tokenizers,
+    "paddlenlp": _PaddleNLP,
+}
+
+
+def _added_token_regex(rules: tuple[AddedTokenRule, ...]) -> re.Pattern | None:
+    if not rules:
+        return None
+    # longest first: at a position the longest token wins, as in PaddleNLP's Trie.split
+    alternatives = sorted({r.content for r in rules}, key=lambda s: (-len(s), s))
+    return re.compile("|".join(re.escape(a) for a in alternatives))
 
 
 class Encoder:
-    def __init__(self, spec: EncoderSpec) -> None:
+    """Texts (cleaned documents) -> ids exactly as `tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))`."""
+
+    def __init__(self, spec: EncoderSpec, tokenizer=None) -> None:
         self.spec = spec
-        self._sp = None
-        self._slow = None
-        if spec.sp_model_path:
-            import sentencepiece as spm
+        if spec.backend not in _BACKEND_CLASSES:
+            raise ValueError(f"unknown encoder backend {spec.backend!r}")
+        _native_threads_to_one()
+        if spec.backend == "paddlenlp":
+            self._backend = _PaddleNLP(spec, tokenizer)
+        else:
+            self._backend = _BACKEND_CLASSES[spec.backend](spec)
+        self._split = _added_token_regex(spec.added_tokens) if spec.backend != "paddlenlp" else None
+        self._rules = {r.content: r for r in spec.added_tokens}
+        literals = {*spec.probe_literals, *(r.content for r in spec.added_tokens), *dict(spec.special_tokens)}
+        self.probe = re.compile("|".join(re.escape(s) for s in sorted(literals))) if literals else None
 
-            self._sp = spm.SentencePieceProcessor(model_file=spec.sp_model_path)
+    def _prepare(self, text: str) -> str:
+        if self.spec.nfc:
+            text = unicodedata.normalize("NFC", text)
+        if self.spec.prefix_space:
+            text = " " + text
+        return text
 
-    def slow_ids(self, text: str) -> list[int]:
-        """PaddleNLP's own path: tokenizer.tokenize + convert_tokens_to_ids."""
-        if self._slow is None:
-            from paddlenlp.transformers import AutoTokenizer
+    def _pieces(self, text: str) -> list[str | int]:
+        """PretrainedTokenizer.tokenize's split: text pieces and added-token ids, whitespace stripped beside
+        each token per its rule, empty pieces dropped."""
+        parts: list[str] = []
+        pos = 0
+        for m in self._split.finditer(text):  # type: ignore[union-attr]
+            if m.start() > pos:
+                parts.append(text[pos : m.start()])
+            parts.append(m.group())
+            pos = m.end()
+        if pos < len(text):
+            parts.append(text[pos:])
+        is_token = [p in self._rules for p in parts]
+        for i, p in enumerate(parts):
+            if not is_token[i]:
+                continue
+            rule = self._rules[p]
+            if rule.rstrip and i + 1 < len(parts) and parts[i + 1]:
+                parts[i + 1] = parts[i + 1].lstrip()
+            if rule.lstrip and i > 0 and parts[i - 1]:
+                parts[i - 1] = parts[i - 1].rstrip()
+        return [self._rules[p].id if tok else p for p, tok in zip(parts, is_token, strict=True) if p]
 
-            self._slow = AutoTokenizer.from_pretrained(self.spec.tokenizer_dir)
-        return self._slow.convert_tokens_to_ids(self._slow.tokenize(text))
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        if self._sp is None:
-            return [self.slow_ids(t) for t in texts]
-        special = self.spec.special_tokens
-        fast_idx = [i for i, t in enumerate(texts) if not any(s in t for s in special)]
-        out: list[list[int]] = [[] for _ in texts]
-        # num_threads=1: one worker process is one core, as in PaddleNLP's pool
-        for i, ids in zip(fast_idx, self._sp.encode([texts[i] for i in fast_idx], num_threads=1), strict=True):
-            out[i] = ids
-        for i in set(range(len(texts))) - set(fast_idx):
-            out[i] = self.slow_ids(texts[i])
-        return out
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids back to back, ids per text)."""
+        texts = [self._prepare(t) for t in texts]
+        if self._split is None or not any(self._split.search(t) for t in texts):
+            # the common case: every text is one piece
+            nonempty = [t for t in texts if t]
+            if len(nonempty) == len(texts):
+                return self._backend.encode(texts)
+            flat, lens = self._backend.encode(nonempty)
+            lengths = np.zeros(len(texts), dtype=np.int64)
+            lengths[[i for i, t in enumerate(texts) if t]] = lens
+            return flat, lengths
+        per_text = [self._pieces(t) if self._split.search(t) else ([t] if t else []) for t in texts]
+        strings = [p for pieces in per_text for p in pieces if isinstance(p, str)]
+        flat, lens = self._backend.encode(strings)
+        starts = np.concatenate(([0], np.cumsum(lens)))
+        out: list[np.ndarray] = []
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        k = 0
+        for i, pieces in enumerate(per_text):
+            for p in pieces:
+                if isinstance(p, str):
+                    seg = flat[starts[k] : starts[k + 1]]
+                    k += 1
+                else:
+                    seg = np.asarray([p], dtype=np.int64)
+                out.append(seg.astype(np.int64, copy=False))
+                lengths[i] += len(seg)
+        return (np.concatenate(out) if out else np.zeros(0, np.int64)), lengths
 
 
 def _longest_run(text: str) -> int:
@@ -82,7 +275,7 @@ def _longest_run(text: str) -> int:
 
 
 def _clean(text: str) -> str:
-    # create_pretraining_data.py collapses runs of > 100 repeated characters, then strips the document
+    # create_pretraining_data.py collapses runs of > 100 repeated characters (not newlines), then strips
     if len(text) > MAX_REPEATED_LEN and _longest_run(text) > MAX_REPEATED_LEN:
         text = _REPEATS.sub(r"\1", text)
     return text.strip()
@@ -146,33 +339,73 @@ def _documents(chunk: Chunk, text_key: str, result: ChunkResult) -> list[str]:
     return docs
 
 
-_ENCODER: Encoder | None = None
+def _pick_samples(chunk: Chunk, docs: list[str], probe: re.Pattern | None) -> list[int]:
+    """Up to two documents of the chunk for the self-check: one drawn at random (seeded by the chunk, so a
+    run is reproducible) and the first that holds an added-token literal, a long run or a non-NFC character."""
+    small = [i for i, d in enumerate(docs) if len(d) <= SAMPLE_MAX_CHARS]
+    if not small:
+        return []
+    picked = [random.Random(f"{chunk.file}:{chunk.first_line}").choice(small)]
+    for i in small:
+        d = docs[i]
+        if (
+            (probe is not None and probe.search(d))
+            or "\r" in d
+            or not unicodedata.is_normalized("NFC", d)
+            or (len(d) > MAX_REPEATED_LEN and _longest_run(d) > MAX_REPEATED_LEN)
+        ):
+            if i not in picked:
+                picked.append(i)
+            break
+    return picked
 
 
-def init_worker(spec: EncoderSpec) -> None:
-    global _ENCODER
-    _ENCODER = Encoder(spec)
+_ENCODERS: dict[str, Encoder] = {}
 
 
-def encode_chunk(chunk: Chunk, encoder: Encoder | None = None) -> ChunkResult:
+def warm_worker() -> None:
+    """A pool worker's start: the imports every backend needs, done while the parent still loads PaddleNLP."""
+    _native_threads_to_one()
+    import importlib.util
+
+    for name in ("fastokens", "sentencepiece", "tiktoken"):
+        if importlib.util.find_spec(name) is not None:
+            __import__(name)
+
+
+def encode_task(spec_path: str, chunk: Chunk) -> ChunkResult:
+    """A pool task: the encoder for the spec pickled at `spec_path` (built once per worker), then the chunk."""
+    enc = _ENCODERS.get(spec_path)
+    if enc is None:
+        import pickle
+
+        with open(spec_path, "rb") as f:
+            enc = _ENCODERS[spec_path] = Encoder(pickle.load(f))
+    return encode_chunk(chunk, enc)
+
+
+def encode_chunk(chunk: Chunk, enc: Encoder, sample: bool = True) -> ChunkResult:
     """Token ids of every good document in `chunk`, one sequence per document (EOS appended if asked)."""
-    enc = encoder or _ENCODER
-    assert enc is not None, "init_worker was not called"
     spec = enc.spec
-    result = ChunkResult(tokens=b"", sizes=np.zeros(0, np.int32), bytes_in=len(chunk.data))
-    texts = [_clean(t) for t in _documents(chunk, spec.text_key, result)]
-    seqs = enc.encode(texts)
-    lengths = []
-    flat: list[int] = []
-    for ids in seqs:
-        if not ids:
-            result.empty += 1  # PaddleNLP drops documents with no tokens
-            continue
-        if spec.append_eos and spec.eos_id is not None:
-            ids = [*ids, spec.eos_id]
-        flat.extend(ids)
-        lengths.append(len(ids))
-    result.documents = len(lengths)
-    result.tokens = np.asarray(flat, dtype=spec.dtype).tobytes()
-    result.sizes = np.asarray(lengths, dtype=np.int32)
+    result = ChunkResult(tokens=b"", sizes=np.zeros(0, np.int32), bytes_in=len(chunk.data), file=chunk.file)
+    raw = _documents(chunk, spec.text_key, result)
+    flat, lengths = enc.encode([_clean(t) for t in raw])
+    if sample:
+        starts = np.concatenate(([0], np.cumsum(lengths)))
+        for i in _pick_samples(chunk, raw, enc.probe):
+            result.samples.append((raw[i], flat[starts[i] : starts[i + 1]].tolist()))
+    keep = lengths > 0  # PaddleNLP drops documents with no tokens
+    result.empty = int((~keep).sum())
+    sizes = lengths[keep]
+    if spec.append_eos and spec.eos_id is not None:
+        ends = np.cumsum(lengths)[keep]
+        flat = np.insert(flat.astype(np.int64, copy=False), ends, spec.eos_id)
+        sizes = sizes + 1
+    dtype = np.dtype(spec.dtype)
+    if len(flat) and dtype == np.uint16 and int(flat.max()) > np.iinfo(np.uint16).max:
+        raise OverflowError(f"token id {int(flat.max())} does not fit {dtype.name}")
+    result.documents = len(sizes)
+    result.tokens = flat.astype(dtype).tobytes()
+    result.sizes = sizes.astype(np.int32)
+    result.paddle_loaded = "paddle" in sys.modules
     return result

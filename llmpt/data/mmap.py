@@ -53,6 +53,28 @@ def index_bytes(sizes: np.ndarray, doc_idx: np.ndarray, dtype: np.dtype) -> byte
     return header + sizes.tobytes() + pointers.tobytes() + np.asarray(doc_idx, dtype=np.int64).tobytes()
 
 
+def write_index(path: Path, sizes_path: Path, dtype: np.dtype, block: int = 1 << 20) -> None:
+    """The .idx for one sequence per document, streamed from a file of int32 sizes `block` entries at a time, so
+    that memory does not grow with the number of documents (the same bytes as index_bytes)."""
+    n = sizes_path.stat().st_size // 4
+    header = MAGIC + struct.pack("<Q", VERSION) + struct.pack("<B", DTYPE_CODES[dtype])
+    header += struct.pack("<Q", n) + struct.pack("<Q", n + 1)
+    with path.open("wb") as out:
+        out.write(header)
+        with sizes_path.open("rb") as f:  # sizes
+            for data in iter(lambda: f.read(4 * block), b""):
+                out.write(data)
+        offset = 0
+        with sizes_path.open("rb") as f:  # byte pointers: the running sum of the sizes before each sequence
+            for data in iter(lambda: f.read(4 * block), b""):
+                sizes = np.frombuffer(data, dtype=np.int32).astype(np.int64) * dtype.itemsize
+                pointers = np.cumsum(sizes) - sizes + offset
+                out.write(pointers.tobytes())
+                offset += int(sizes.sum())
+        for start in range(0, n + 1, block):  # doc_idx = 0..n
+            out.write(np.arange(start, min(start + block, n + 1), dtype=np.int64).tobytes())
+
+
 @dataclass(frozen=True)
 class IndexedTokens:
     """A read-only view of PREFIX.bin/.idx."""

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from llmpt import __version__
-from llmpt.data.encode import MAX_BAD_REPORTED, ChunkResult, Encoder, EncoderSpec, encode_chunk, init_worker
-from llmpt.data.inputs import DataError, InputFile, discover_inputs, iter_chunks
-from llmpt.data.mmap import IndexFormatError, index_bytes, read_index
+from llmpt.data.encode import (
+    MAX_BAD_REPORTED,
+    ChunkResult,
+    Encoder,
+    EncoderSpec,
+    encode_chunk,
+    encode_task,
+    warm_worker,
+)
+from llmpt.data.inputs import CHUNK_BYTES, DataError, InputFile, discover_inputs, iter_chunks
+from llmpt.data.mmap import IndexFormatError, index_bytes, read_index, write_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
 from llmpt.errors import LlmptWarning
 from llmpt.fsutil import cache_dir, check_writable
@@ -40,6 +53,7 @@ class PrepareResult:
     dtype: str
     bad_lines: list[dict] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
+    encoder: dict = field(default_factory=dict)  # family, backend and what the self-check compared
 
     @property
     def tokens_per_sec(self) -> float:
@@ -72,6 +86,8 @@ class _AtomicOutputs:
         self.prefix = prefix
         self.final = output_paths(prefix)
         self.tmp = {k: p.with_name(f"{p.name}.tmp-{os.getpid()}") for k, p in self.final.items()}
+        # the documents' sizes, streamed to disk during the run (the .idx is written from them at the end)
+        self.tmp["sizes"] = self.final["bin"].with_name(f"{self.final['bin'].name}.sizes.tmp-{os.getpid()}")
 
     def __enter__(self) -> _AtomicOutputs:
         # the output's directories are made here, when writing starts, and removed again if nothing is finished
@@ -118,7 +134,49 @@ class _AtomicOutputs:
         # manifest last: its presence says the pair is complete
         for k in ("bin", "idx", "manifest"):
             os.replace(self.tmp[k], self.final[k])
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp["sizes"].unlink()
         return manifest
+
+
+_TMP_NAME = re.compile(r"\.tmp-(\d+)$")
+
+
+def _pid_is_llmpt(pid: int) -> bool:
+    """A live process that may be another prepare-data (a reused pid of something else is not)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"llmpt" in cmdline or b"python" in cmdline
+
+
+def remove_stale_temporaries(prefix: str) -> list[Path]:
+    """Delete the temporary files a killed run left beside PREFIX (PREFIX.bin.tmp-PID, …); refuse while the
+    process that owns them is still running. The paths removed."""
+    final = output_paths(prefix)["bin"]
+    parent, stem = final.parent, Path(prefix).name
+    if not parent.is_dir():
+        return []
+    removed = []
+    for p in sorted(parent.glob(f"{glob_escape(stem)}.*.tmp-*")):
+        m = _TMP_NAME.search(p.name)
+        if not m or not p.name.startswith(stem + "."):
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _pid_is_llmpt(pid):
+            raise DataError(
+                f"output {prefix}: another prepare-data (pid {pid}) is writing it ({p.name})",
+                "wait for it to finish, or choose --output",
+            )
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
 
 
 def _sha256(path: Path) -> str:
@@ -129,46 +187,104 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tokenizer_fingerprint(tokenizer_dir: Path) -> dict:
-    files = sorted(p for p in tokenizer_dir.iterdir() if p.is_file())
-    return {"dir": str(tokenizer_dir), "files": {p.name: _sha256(p) for p in files}}
+# the files a tokenizer class reads besides its resource files (a model directory also holds weights: not hashed)
+_TOKENIZER_CONFIG_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.json",
+    "chat_template.json",
+)
 
 
-def _results(spec: EncoderSpec, chunks: Iterator, workers: int) -> Iterator[ChunkResult]:
-    if workers <= 1:
-        enc = Encoder(spec)
+def tokenizer_fingerprint(tok, tokenizer_dir: Path, name: str) -> dict:
+    """The manifest's record of the tokenizer: what `train` compares to know the data and a checkpoint agree.
+    `sha256` hashes the names and hashes of its files, so that a copy of the directory elsewhere matches."""
+    names = {*getattr(type(tok), "resource_files_names", {}).values(), *_TOKENIZER_CONFIG_FILES}
+    files = {n: _sha256(tokenizer_dir / n) for n in sorted(names) if (tokenizer_dir / n).is_file()}
+    combined = hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in files.items()).encode()).hexdigest()
+    return {
+        "name": name,
+        "class": type(tok).__name__,
+        "dir": str(tokenizer_dir),
+        "vocab_size": int(tok.vocab_size),
+        "num_ids": int(len(tok)),  # with added tokens: every id the data may hold is below this
+        "sha256": combined,
+        "files": files,
+    }
+
+
+class _Workers:
+    """The encoding processes, spawned before the parent loads PaddleNLP (so that their start overlaps its ~5 s
+    import); the encoder's spec reaches them as a pickled file named in each task. One worker: in-process."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = None
+        self.spec_files: list[str] = []
+
+    def __enter__(self) -> _Workers:
+        if self.workers > 1:
+            # spawn: the parent will have paddlenlp (and its threads) loaded; workers need neither
+            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=warm_worker)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+        for f in self.spec_files:
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+
+    def results(self, spec: EncoderSpec, chunks: Iterator, tok=None) -> Iterator[ChunkResult]:
+        """Encoded chunks in input order. At most 2 x workers + 1 chunks are in flight, so memory does not grow
+        with the corpus (Pool.imap would read the whole input ahead of slow workers)."""
+        if self.pool is None:
+            enc = Encoder(spec, tokenizer=tok if spec.backend == "paddlenlp" else None)
+            for c in chunks:
+                yield encode_chunk(c, enc)
+            return
+        import pickle
+        import tempfile
+
+        fd, spec_path = tempfile.mkstemp(prefix="llmpt-encoder-", suffix=".pickle")
+        self.spec_files.append(spec_path)
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(spec, f)
+        pending: collections.deque = collections.deque()
         for c in chunks:
-            yield encode_chunk(c, enc)
+            pending.append(self.pool.apply_async(encode_task, (spec_path, c)))
+            if len(pending) > 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def effective_workers(files: list[InputFile], workers: int) -> int:
+    """No more processes than there are chunks to give them: a small input is encoded in-process rather than
+    paying for workers it cannot keep busy (gzip'd sizes counted x4)."""
+    size = sum(f.path.stat().st_size * (4 if f.gzipped else 1) for f in files)
+    chunks = -(-size // CHUNK_BYTES)
+    return 1 if chunks <= 2 else min(workers, chunks)
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """SIGTERM ends the run like Ctrl-C: through the cleanup of temporary files (a SIGKILL cannot; the next
+    run removes what it left: remove_stale_temporaries)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    # spawn: the parent has paddlenlp (and its threads) loaded for the tokenizer; workers need neither
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=init_worker, initargs=(spec,)) as pool:
-        yield from pool.imap(encode_chunk, chunks, chunksize=1)
 
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
 
-def _self_check(tok, spec: EncoderSpec, files: list[InputFile]) -> EncoderSpec:
-    """Compare the fast path with PaddleNLP's tokenizer on the first chunk; fall back if they differ."""
-    if spec.sp_model_path is None:
-        return spec
-    first = next(iter_chunks(files, chunk_bytes=1 << 16), None)
-    if first is None:
-        return spec
-    enc = Encoder(spec)
-    fast = encode_chunk(first, enc)
-    slow_spec = EncoderSpec(**{**asdict(spec), "sp_model_path": None})
-    slow_enc = Encoder(slow_spec)
-    slow_enc._slow = tok
-    slow = encode_chunk(first, slow_enc)
-    if fast.tokens != slow.tokens:
-        import warnings
-
-        warnings.warn(
-            "the fast sentencepiece path disagrees with PaddleNLP's tokenizer on this input; using the slow path",
-            LlmptWarning,
-            stacklevel=2,
-        )
-        return slow_spec
-    return spec
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_data(
@@ -182,8 +298,11 @@ def prepare_data(
     strict: bool = False,
     fmt: str = "auto",
     progress: ProgressFn | None = None,
+    encoder: str | None = None,
 ) -> PrepareResult:
-    """Tokenize `inputs` into OUTPUT.bin/.idx (+ manifest). No inputs: the shipped corpus."""
+    """Tokenize `inputs` into OUTPUT.bin/.idx (+ manifest). No inputs: the shipped corpus. `encoder`: force one
+    backend (sentencepiece, fastokens, tiktoken, tokenizers, or paddlenlp: the slow path); default the fastest
+    that passes the self-check."""
     if workers < 1:
         raise DataError(f"--workers {workers}: must be >= 1")
     if fmt not in ("auto", "jsonl", "text"):
@@ -193,23 +312,47 @@ def prepare_data(
     prefix = output or str(Path("data") / files[0].path.name.split(".")[0])
     _check_output(prefix, force)
     tok_dir = resolve_tokenizer_dir(tokenizer)
-    tok = load_tokenizer(tok_dir)
-    spec = _self_check(tok, encoder_spec(tok, tok_dir, text_key, append_eos), files)
+    from llmpt.data.selfcheck import Divergence, choose_encoder
+
+    with _Workers(effective_workers(files, workers)) as pool:
+        tok = load_tokenizer(tok_dir)
+        base = encoder_spec(tok, tok_dir, text_key, append_eos, encoder)
+        spec, probed = choose_encoder(tok, base, forced=bool(encoder))
+        name = tokenizer if tokenizer and not Path(tokenizer).is_dir() else tok_dir.name
+        remove_stale_temporaries(prefix)
+        # after the tokenizer: importing paddle installs its own SIGTERM handler, which exits on the spot
+        with _terminate_cleanly():
+            try:
+                return _prepare(spec, tok, probed, files, specs, prefix, pool, strict, progress, name)
+            except Divergence as d:
+                warnings.warn(
+                    f"the {spec.backend} encoder disagrees with PaddleNLP's {spec.tokenizer_class} on a sampled "
+                    f"document ({str(d)[:60]!r}); starting again with PaddleNLP's tokenizer (slow)",
+                    LlmptWarning,
+                    stacklevel=2,
+                )
+                slow = replace(spec, backend="paddlenlp")
+                return _prepare(slow, tok, 0, files, specs, prefix, pool, strict, progress, name)
+
+
+def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict, progress, name) -> PrepareResult:
+    from llmpt.data.selfcheck import SampleChecker
 
     start = time.perf_counter()
-    sizes: list[np.ndarray] = []
+    checker = SampleChecker(tok, spec, probed)
     documents = tokens = skipped = empty = bytes_in = 0
     bad_lines: list[dict] = []
     bin_hash = hashlib.sha256()
     with _AtomicOutputs(prefix) as out:
-        with out.tmp["bin"].open("wb") as bin_f:
-            for r in _results(spec, iter_chunks(files), workers):
+        with out.tmp["bin"].open("wb") as bin_f, out.tmp["sizes"].open("wb") as sizes_f:
+            for r in pool.results(spec, iter_chunks(files), tok):
                 if strict and r.bad:
                     f, line, why = r.bad_lines[0]
                     raise DataError(f"{f}:{line}: {why} (--strict stops at the first bad line)")
+                checker.check(r.file, r.samples, bytes_in + r.bytes_in)
                 bin_f.write(r.tokens)
                 bin_hash.update(r.tokens)
-                sizes.append(r.sizes)
+                sizes_f.write(r.sizes.tobytes())
                 documents += r.documents
                 tokens += int(r.sizes.sum())
                 skipped += r.bad
@@ -230,12 +373,12 @@ def prepare_data(
                     if bad_lines
                     else ""
                 )
-                + (f"; every line lacked key {text_key!r}?" if lacked else ""),
+                + (f"; every line lacked key {spec.text_key!r}?" if lacked else ""),
                 "check --text-key and --format",
             )
-        all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int32)
-        out.tmp["idx"].write_bytes(index_bytes(all_sizes, np.arange(len(all_sizes) + 1), np.dtype(spec.dtype)))
+        write_index(out.tmp["idx"], out.tmp["sizes"], np.dtype(spec.dtype))
         seconds = time.perf_counter() - start
+        encoder = {"family": spec.family, "backend": spec.backend, "self_check": checker.summary(documents)}
         manifest = out.finish(
             {
                 "documents": documents,
@@ -243,10 +386,11 @@ def prepare_data(
                 "skipped": skipped,
                 "empty": empty,
                 "dtype": spec.dtype,
-                "append_eos": append_eos,
+                "append_eos": spec.append_eos,
                 "eos_id": spec.eos_id,
-                "text_key": text_key,
-                "tokenizer": _tokenizer_fingerprint(tok_dir) | {"vocab_size": int(tok.vocab_size)},
+                "text_key": spec.text_key,
+                "tokenizer": tokenizer_fingerprint(tok, Path(spec.tokenizer_dir), name),
+                "encoder": encoder,
                 "inputs": [str(f.path) for f in files],
             },
             bin_hash.hexdigest(),
@@ -257,13 +401,14 @@ def prepare_data(
         skipped=skipped,
         empty=empty,
         output_prefix=prefix,
-        tokenizer=str(tok_dir),
+        tokenizer=spec.tokenizer_dir,
         seconds=seconds,
         input_bytes=bytes_in,
         bin_bytes=manifest["bin"]["bytes"],
         dtype=spec.dtype,
         bad_lines=bad_lines,
         inputs=[str(f.path) for f in files],
+        encoder=encoder,
     )
 
 
@@ -369,6 +514,13 @@ def prepare_shipped(prefixes: list[str]) -> None:
     check passed (its vocabulary and document count were known without it: shipped_corpus_facts)."""
     for p in prefixes:
         if shipped_pending(p):
+            try:  # the first write of a launch: nothing else is written if it is refused
+                check_writable(Path(p).parent)
+            except OSError as e:
+                raise DataError(
+                    f"the cache {cache_dir()} cannot hold the shipped corpus ({e.filename}: {e.strerror or e})",
+                    "set LLMPT_CACHE to a writable directory, or pass --data PREFIX",
+                ) from None
             prepare_data(None, output=str(p), force=True)
 
 
@@ -379,13 +531,27 @@ def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> Pre
     _check_output(output, force)
     start = time.perf_counter()
     shards = [(p, *open_prepared(p, "--merge input")) for p in prefixes]
+    for p, _, m in shards:
+        # every shard is the one its prepare-data run wrote: sizes and SHA-256 of .bin and .idx
+        if m is None:
+            raise DataError(
+                f"--merge input {p}: no manifest ({output_paths(p)['manifest'].name}), so its files cannot be verified",
+                "prepare it again with llmpt prepare-data (it writes the manifest)",
+            )
+        if not (m.get("bin") or {}).get("sha256") or not (m.get("idx") or {}).get("sha256"):
+            raise DataError(
+                f"--merge input {p}: its manifest has no checksums of the .bin/.idx files",
+                "prepare it again with llmpt prepare-data",
+            )
+        verify_prepared(p, m, "--merge input")
     dtypes = {s.dtype for _, s, _ in shards}
     if len(dtypes) > 1:
         raise DataError(f"--merge: shards have different token dtypes ({', '.join(sorted(d.name for d in dtypes))})")
-    toks = {json.dumps(m["tokenizer"]["files"], sort_keys=True) for _, _, m in shards if m}
+    toks = {json.dumps((m.get("tokenizer") or {}).get("files"), sort_keys=True) for _, _, m in shards}
     if len(toks) > 1:
         raise DataError("--merge: shards were tokenized with different tokenizers (manifests disagree)")
     bin_hash = hashlib.sha256()
+    remove_stale_temporaries(output)
     with _AtomicOutputs(output) as out:
         with out.tmp["bin"].open("wb") as bin_f:
             for p, _, _ in shards:

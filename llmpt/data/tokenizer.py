@@ -7,7 +7,7 @@ import gzip
 import os
 from pathlib import Path
 
-from llmpt.data.encode import EncoderSpec
+from llmpt.data.encode import AddedTokenRule, EncoderSpec, load_tiktoken_ranks
 from llmpt.data.inputs import DataError
 from llmpt.data.mmap import token_dtype
 
@@ -115,25 +115,183 @@ def load_tokenizer(tokenizer_dir: Path):
         raise DataError(f"tokenizer {tokenizer_dir}: PaddleNLP cannot load it ({first[:200]})") from None
 
 
-def encoder_spec(tok, tokenizer_dir: Path, text_key: str, append_eos: bool) -> EncoderSpec:
-    """Use plain sentencepiece when the tokenizer is LlamaTokenizer-shaped (its tokenize is sp.encode)."""
-    sp_path = None
-    from paddlenlp.transformers import LlamaTokenizer
+def _no_split_rules(tok) -> tuple[AddedTokenRule, ...]:
+    """PretrainedTokenizer.tokenize's added-token split, as data: each no-split token, its id, and whether the
+    whitespace beside it is stripped (an AddedToken's own lstrip/rstrip; both for a plain string)."""
+    if getattr(tok, "split_special_tokens", False):
+        return ()
+    from paddlenlp.transformers.tokenizer_utils_base import AddedToken
 
-    if (
-        type(tok).__name__ == "LlamaTokenizer"
-        and type(tok)._tokenize is LlamaTokenizer._tokenize
-        and not getattr(tok, "sp_model_kwargs", None)
-        and Path(getattr(tok, "vocab_file", "")).is_file()
+    extended = {str(t): t for t in tok.all_special_tokens_extended if isinstance(t, AddedToken)}
+    rules = []
+    for content in tok.unique_no_split_tokens:
+        ext = extended.get(content)
+        lstrip, rstrip = (ext.lstrip, ext.rstrip) if ext is not None else (True, True)
+        rules.append(AddedTokenRule(content, int(tok.convert_tokens_to_ids(content)), bool(lstrip), bool(rstrip)))
+    return tuple(rules)
+
+
+def _is(method, *originals) -> bool:
+    return any(method is o for o in originals)
+
+
+def _tiktoken_fields(tok, tokenizer_dir: Path) -> dict | None:
+    """QWenTokenizer / Llama3Tokenizer: tokenize = tiktoken encode(NFC(text), allowed_special="all")."""
+    import tiktoken
+    from paddlenlp.transformers import Llama3Tokenizer, QWenTokenizer
+
+    cls = type(tok)
+    if not (
+        isinstance(getattr(tok, "tokenizer", None), tiktoken.Encoding)
+        and _is(getattr(cls, "tokenize", None), QWenTokenizer.tokenize, Llama3Tokenizer.tokenize)
+        and _is(
+            getattr(cls, "convert_tokens_to_ids", None),
+            QWenTokenizer.convert_tokens_to_ids,
+            Llama3Tokenizer.convert_tokens_to_ids,
+        )
     ):
-        sp_path = str(tok.vocab_file)
-    specials = tuple(sorted(set(tok.all_special_tokens) | set(getattr(tok, "added_tokens_encoder", {}))))
+        return None
+    enc = tok.tokenizer
+    vocab_name = cls.resource_files_names.get("vocab_file", "")
+    path = tokenizer_dir / vocab_name
+    # the rank file must be what the class loaded (it does not keep the path)
+    if not path.is_file() or load_tiktoken_ranks(str(path)) != enc._mergeable_ranks:
+        return None
+    return {
+        "family": "tiktoken",
+        "nfc": True,
+        "model_path": str(path),
+        "pattern": enc._pat_str,
+        "special_tokens": tuple(sorted(enc._special_tokens.items(), key=lambda kv: kv[1])),
+    }
+
+
+def _sentencepiece_fields(tok) -> dict | None:
+    """LlamaTokenizer-shaped: PretrainedTokenizer.tokenize's split, then sp.encode of each piece."""
+    from paddlenlp.transformers import LlamaTokenizer, PretrainedTokenizer
+
+    cls = type(tok)
+    path = Path(getattr(tok, "vocab_file", "") or "")
+    if not (
+        _is(getattr(cls, "_tokenize", None), LlamaTokenizer._tokenize)
+        and _is(getattr(cls, "tokenize", None), PretrainedTokenizer.tokenize)
+        and _is(getattr(cls, "prepare_for_tokenization", None), PretrainedTokenizer.prepare_for_tokenization)
+        and _is(getattr(cls, "_convert_token_to_id", None), LlamaTokenizer._convert_token_to_id)
+        and _is(getattr(cls, "convert_tokens_to_ids", None), PretrainedTokenizer.convert_tokens_to_ids)
+        and not getattr(tok, "sp_model_kwargs", None)
+        and not getattr(tok, "do_lower_case", False)
+        and path.is_file()
+    ):
+        return None
+    import sentencepiece as spm
+
+    # the class may have rewritten the model on load (legacy=False drops the dummy prefix)
+    if (
+        spm.SentencePieceProcessor(model_file=str(path)).serialized_model_proto()
+        != tok.sp_model.serialized_model_proto()
+    ):
+        return None
+    return {"family": "sentencepiece", "model_path": str(path), "added_tokens": _no_split_rules(tok)}
+
+
+def _byte_bpe_fields(tok) -> dict | None:
+    """GPTTokenizer / BloomTokenizer / Qwen2Tokenizer: a pure-Python byte-level BPE over vocab.json + merges.txt,
+    re-built as a tokenizer.json (the class's own vocabulary, merges in rank order and split regex)."""
+    from paddlenlp.transformers import BloomTokenizer, GPTTokenizer, PretrainedTokenizer, Qwen2Tokenizer
+
+    cls = type(tok)
+    classes = (GPTTokenizer, BloomTokenizer, Qwen2Tokenizer)
+    if not (
+        _is(getattr(cls, "_tokenize", None), *(getattr(c, "_tokenize", None) for c in classes))
+        and _is(getattr(cls, "tokenize", None), PretrainedTokenizer.tokenize)
+        and _is(getattr(cls, "prepare_for_tokenization", None), *(c.prepare_for_tokenization for c in classes))
+        and _is(getattr(cls, "_convert_token_to_id", None), *(c._convert_token_to_id for c in classes))
+        and _is(getattr(cls, "convert_tokens_to_ids", None), PretrainedTokenizer.convert_tokens_to_ids)
+        and not getattr(tok, "do_lower_case", False)
+    ):
+        return None
+    byte_chars = set(tok.byte_encoder.values())
+    if not byte_chars <= set(tok.encoder):
+        return None  # a byte without its own id: the class maps it to unk, a BPE model would drop it
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    merges = [pair for pair, _ in sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])]
+    try:
+        bpe = Tokenizer(models.BPE(vocab=dict(tok.encoder), merges=merges))
+    except Exception:  # noqa: BLE001 - a merge whose parts are not in the vocabulary
+        return None
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(tok.pat.pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    nfc = _is(getattr(cls, "prepare_for_tokenization", None), Qwen2Tokenizer.prepare_for_tokenization)
+    return {
+        "family": "bpe",
+        "nfc": nfc,
+        "prefix_space": (not nfc) and bool(getattr(tok, "add_prefix_space", False)),
+        "tokenizer_json": bpe.to_str(),
+        "added_tokens": _no_split_rules(tok),
+    }
+
+
+def _hf_fast_fields(tok) -> dict | None:
+    """PretrainedTokenizerFast: tokenize = the Rust tokenizer's encode(text, add_special_tokens=False)."""
+    from paddlenlp.transformers.tokenizer_utils_fast import PretrainedTokenizerFast
+
+    cls = type(tok)
+    if not (
+        isinstance(tok, PretrainedTokenizerFast)
+        and _is(getattr(cls, "tokenize", None), PretrainedTokenizerFast.tokenize)
+        and _is(getattr(cls, "convert_tokens_to_ids", None), PretrainedTokenizerFast.convert_tokens_to_ids)
+        and not getattr(tok, "split_special_tokens", False)
+    ):
+        return None
+    return {"family": "bpe", "tokenizer_json": tok._tokenizer.to_str()}
+
+
+def native_backends(family: str) -> tuple[str, ...]:
+    """The native encoders for a family, fastest first, among those installed."""
+    import importlib.util
+
+    wanted = {
+        "sentencepiece": ("sentencepiece",),
+        "tiktoken": ("fastokens", "tiktoken"),
+        "bpe": ("fastokens", "tokenizers"),
+    }.get(family, ())
+    return tuple(b for b in wanted if importlib.util.find_spec(b) is not None)
+
+
+def encoder_spec(tok, tokenizer_dir: Path, text_key: str, append_eos: bool, backend: str | None = None) -> EncoderSpec:
+    """How workers encode for `tok`: the fastest native backend that can restate its class (or `backend`),
+    else the slow path ("paddlenlp": the class itself in every worker)."""
+    fields = (
+        _tiktoken_fields(tok, tokenizer_dir)
+        or _sentencepiece_fields(tok)
+        or _byte_bpe_fields(tok)
+        or _hf_fast_fields(tok)
+        or {"family": "other"}
+    )
+    available = native_backends(fields["family"])
+    if backend is None:
+        chosen = available[0] if available else "paddlenlp"
+    elif backend == "paddlenlp" or backend in available:
+        chosen = backend
+    else:
+        raise DataError(
+            f"encoder {backend!r} cannot encode for {type(tok).__name__}",
+            f"use one of: {', '.join((*available, 'paddlenlp'))}",
+        )
+    literals = {*tok.all_special_tokens, *getattr(tok, "added_tokens_encoder", {})}
     return EncoderSpec(
         tokenizer_dir=str(tokenizer_dir),
-        sp_model_path=sp_path,
-        special_tokens=specials,
+        tokenizer_class=type(tok).__name__,
+        backend=chosen,
         eos_id=tok.eos_token_id,
         append_eos=append_eos,
         text_key=text_key,
         dtype=token_dtype(tok.vocab_size).name,
+        probe_literals=tuple(sorted(s for s in literals if isinstance(s, str) and s)),
+        **fields,
     )

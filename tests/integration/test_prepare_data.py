@@ -44,7 +44,8 @@ def tokenizer():
 
 
 def _files(prefix) -> list[Path]:
-    return sorted(Path(prefix).parent.iterdir())
+    parent = Path(prefix).parent
+    return sorted(parent.iterdir()) if parent.exists() else []
 
 
 def test_shipped_corpus_matches_tokenizer_doc_by_doc(shipped, tokenizer):
@@ -240,3 +241,78 @@ def test_shipped_tokenizer_is_reproducible(tmp_path):
     )
     for p in SHIPPED_TOKENIZER.iterdir():
         assert (tmp_path / "tok" / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def _prepared_pair(tmp_path):
+    src = _sample_corpus(tmp_path / "c.jsonl", n=60)
+    prepare_data([str(src)], output=str(tmp_path / "a"))
+    prepare_data([str(src)], output=str(tmp_path / "b"))
+    return str(tmp_path / "a"), str(tmp_path / "b")
+
+
+def test_merge_refuses_a_corrupted_shard_of_the_same_size(tmp_path):
+    a, b = _prepared_pair(tmp_path)
+    data = bytearray(Path(f"{b}.bin").read_bytes())
+    data[100:102] = bytes([data[100] ^ 1, data[101] ^ 1])  # 2 bytes changed, size unchanged
+    Path(f"{b}.bin").write_bytes(bytes(data))
+    line = _one_line_error(_cli("--merge", a, b, "-o", str(tmp_path / "m")))
+    assert f"--merge input {b}: b.bin does not match its manifest checksum" in line
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_merge_refuses_a_shard_without_manifest(tmp_path):
+    a, b = _prepared_pair(tmp_path)
+    Path(f"{b}.manifest.json").unlink()
+    line = _one_line_error(_cli("--merge", a, b, "-o", str(tmp_path / "m")))
+    assert f"--merge input {b}: no manifest (b.manifest.json)" in line
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_a_killed_runs_temporaries_do_not_outlive_the_next_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = _sample_corpus(tmp_path / "c.jsonl", n=1189)
+    prefix = tmp_path / "out" / "o"
+    cmd = [sys.executable, "-m", "llmpt.cli", "prepare-data", str(src), "-o", str(prefix)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("out/o.bin.tmp-*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert f"o.bin.tmp-{proc.pid}" in left, left  # killed while writing: SIGKILL leaves its temporaries
+    # a live prepare-data's files are not touched: its owner is named instead
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "out" / f"o.idx.tmp-{sleeper.pid}").write_bytes(b"")
+        line = _one_line_error(_cli(str(src), "-o", str(prefix)))
+        assert f"another prepare-data (pid {sleeper.pid}) is writing it" in line
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    r = prepare_data([str(src)], output=str(prefix))
+    assert r.documents == 1189
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["o.bin", "o.idx", "o.manifest.json"]
+
+
+def test_sigterm_removes_the_runs_temporaries(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = _sample_corpus(tmp_path / "c.jsonl", n=1189)
+    cmd = [sys.executable, "-m", "llmpt.cli", "prepare-data", str(src), "-o", str(tmp_path / "out" / "o")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("out/o.bin.tmp-*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert _files(tmp_path / "out" / "o") == []

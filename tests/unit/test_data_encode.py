@@ -1,0 +1,108 @@
+"""prepare-data's encoding worker without paddle: the cleaning, the added-token split, the streamed index, how
+many worker processes a run starts, and the adversarial probe set."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from llmpt.data.adversarial import adversarial_documents
+from llmpt.data.encode import AddedTokenRule, Encoder, EncoderSpec, _clean
+from llmpt.data.inputs import CHUNK_BYTES, InputFile
+from llmpt.data.mmap import index_bytes, write_index
+from llmpt.data.prepare import effective_workers
+from llmpt.data.tokenizer import SHIPPED_TOKENIZER
+
+PADDLENLP_REPEATS = r"(.)\1{100,}"  # create_pretraining_data.py: no re.S, so '.' never matches '\n'
+
+
+@pytest.mark.parametrize("ch", ["\n", "\r", " ", "a", "é", "🙂"])
+@pytest.mark.parametrize("n", [99, 100, 101, 102, 300])
+def test_clean_is_paddlenlps_collapse_then_strip(ch, n):
+    text = f"start {ch * n} end{ch * n}"
+    assert _clean(text) == re.sub(PADDLENLP_REPEATS, r"\1", text).strip()
+
+
+def test_runs_of_newlines_are_kept():
+    assert _clean("a" + "\n" * 300 + "b") == "a" + "\n" * 300 + "b"
+    assert _clean("a" + "\r" * 300 + "b") == "a\rb"
+
+
+def _sp_encoder(rules) -> Encoder:
+    pytest.importorskip("sentencepiece")
+    spec = EncoderSpec(
+        tokenizer_dir=str(SHIPPED_TOKENIZER),
+        tokenizer_class="LlamaTokenizer",
+        family="sentencepiece",
+        backend="sentencepiece",
+        eos_id=2,
+        append_eos=True,
+        text_key="text",
+        dtype="uint16",
+        model_path=str(SHIPPED_TOKENIZER / "sentencepiece.bpe.model"),
+        added_tokens=rules,
+    )
+    return Encoder(spec)
+
+
+def test_added_token_split_strips_whitespace_as_each_token_says():
+    enc = _sp_encoder((AddedTokenRule("</s>", 2, True, True), AddedTokenRule("<x>", 9, False, False)))
+    assert enc._pieces("a  </s>  b") == ["a", 2, "b"]
+    assert enc._pieces("a  <x>  b") == ["a  ", 9, "  b"]
+    assert enc._pieces("</s></s>  </s>") == [2, 2, 2]  # a stripped-empty piece is dropped
+    assert enc._pieces("<x></s>") == [9, 2]
+
+
+def test_added_token_split_prefers_the_longest_token_at_a_position():
+    enc = _sp_encoder((AddedTokenRule("<a>", 5, False, False), AddedTokenRule("<a><b>", 6, False, False)))
+    assert enc._pieces("x<a><b>y<a>") == ["x", 6, "y", 5]
+
+
+def test_encode_keeps_empty_texts_and_pieces_in_place():
+    enc = _sp_encoder((AddedTokenRule("</s>", 2, True, True),))
+    flat, lengths = enc.encode(["", "hello </s> world", "hello"])
+    assert lengths[0] == 0 and lengths.sum() == len(flat)
+    second = flat[lengths[0] : lengths[0] + lengths[1]].tolist()
+    assert 2 in second and second[: second.index(2)] == flat[lengths[0] + lengths[1] :].tolist()
+
+
+def test_streamed_index_equals_the_in_memory_one(tmp_path):
+    for sizes in ([], [5], [3, 1, 7, 65000] * 997):
+        s = np.asarray(sizes, np.int32)
+        (tmp_path / "s").write_bytes(s.tobytes())
+        for dtype in (np.dtype(np.uint16), np.dtype(np.int32)):
+            write_index(tmp_path / "i", tmp_path / "s", dtype, block=13)
+            assert (tmp_path / "i").read_bytes() == index_bytes(s, np.arange(len(s) + 1), dtype)
+
+
+def test_small_inputs_are_encoded_in_process(tmp_path):
+    small, big, gz = tmp_path / "s.jsonl", tmp_path / "b.jsonl", tmp_path / "g.jsonl.gz"
+    small.write_bytes(b"x" * (CHUNK_BYTES * 2))
+    big.write_bytes(b"x" * (CHUNK_BYTES * 10))
+    gz.write_bytes(b"x" * CHUNK_BYTES)  # gzip'd: counted as 4 MB of text
+    assert effective_workers([InputFile(small, "jsonl")], 4) == 1
+    assert effective_workers([InputFile(big, "jsonl")], 4) == 4
+    assert effective_workers([InputFile(big, "jsonl")], 64) == 10
+    assert effective_workers([InputFile(gz, "jsonl")], 2) == 2
+
+
+def test_the_probe_set_covers_the_issues_cases():
+    docs = adversarial_documents(("<|fim_prefix|>",), large=True)
+    joined = "".join(d for d in docs if len(d) < 100_000)
+    for needle in (
+        "<|endoftext|>",
+        "</s>",
+        "<|im_start|>",
+        "<|fim_prefix|>",
+        "\r\n",
+        "\t",
+        "\u00a0",
+        "\u200b",
+        "\u0301",
+    ):
+        assert needle in joined, needle
+    assert any(d == "\n" * 101 for d in docs) and any(d == "a" * 100 for d in docs)
+    assert "" in docs and " " in docs and max(map(len, docs)) >= 1_000_000
+    assert any("中文" in d for d in docs) and any("🙂" in d for d in docs)
