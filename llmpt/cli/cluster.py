@@ -105,7 +105,7 @@ def run_node(
             f"{run_yaml}: nnodes {cfg.nnodes} and world_size {cfg.world_size}: allowed: 1 <= nnodes <= world_size",
             "pass the run.yaml llmpt launch-script wrote, unedited",
         )
-    n = nproc_per_node or cfg.world_size // cfg.nnodes
+    n = cfg.world_size // cfg.nnodes if nproc_per_node is None else nproc_per_node
     if n < 1 or n * cfg.nnodes != cfg.world_size:
         raise LlmptError(
             f"--nproc-per-node {n} x {cfg.nnodes} nodes != world size {cfg.world_size} of {run_yaml}",

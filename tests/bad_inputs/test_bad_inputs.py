@@ -248,6 +248,7 @@ def run_case(case, tmp_path: Path, datasets, monkeypatch, extra: tuple[str, ...]
         "COLUMNS": "400",
         "HOME": str(dirs["home"]),
         "TMPDIR": str(dirs["tmp"]),
+        **case.get("env", {}),  # e.g. an unwritable LLMPT_CACHE
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
