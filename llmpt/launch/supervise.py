@@ -27,6 +27,7 @@ from llmpt.run_dir import RunDir
 
 ProgressFn = Callable[[dict[str, Any]], None]
 _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 from llmpt.errors import TrainingFailed  # noqa: E402 - moved to llmpt.errors (the exit-code table)
@@ -184,7 +185,7 @@ def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
     for p in [*RunDir.worker_logs(log_dir), RunDir.launcher_log(log_dir)]:
         if not p.is_file():
             continue
-        lines = p.read_text(errors="replace").splitlines()
+        lines = _ANSI.sub("", p.read_text(errors="replace")).splitlines()  # Paddle colours its log lines
         if any("Traceback" in ln or _ERROR.search(ln) for ln in lines[-200:]):
             tail = [ln for ln in lines if ln.strip()][-15:]
             rank = RunDir.log_rank(p)

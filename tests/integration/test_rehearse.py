@@ -36,8 +36,10 @@ def test_rehearse_passes_every_stage_on_the_exact_topology(llmpt, tmp_path):
 def test_rehearse_refuses_an_unsupported_cell_before_running(llmpt, tmp_path):
     r = llmpt_in(llmpt, tmp_path, "rehearse", "opt-66b", "--strategy", "tp2", "--json")
     assert r.returncode == 2 and r.stdout == ""
-    (line,) = r.stderr.splitlines()
-    assert line.startswith("error: facebook/opt-66b does not support tensor parallel (tp2)")
+    (line,) = r.stderr.splitlines()  # --json: the refusal is one llmpt.error/1 object
+    err = json.loads(line)
+    assert err["schema"] == "llmpt.error/1" and err["exit_code"] == 2
+    assert err["error"].startswith("facebook/opt-66b does not support tensor parallel (tp2)")
     assert not (tmp_path / "runs").exists()
 
 
@@ -51,4 +53,4 @@ def test_matrix_verify_stores_results_that_matrix_shows(llmpt, tmp_path):
     assert gpt["cells"]["fa"]["cpu"]["status"] == "gpu-only"
     assert "cpu" not in gpt["cells"]["tp"]
     r = llmpt_in(llmpt, tmp_path, "matrix", "--verify", "--cells", "nope")
-    assert r.returncode == 2 and "--cells nope: unknown column" in r.stderr
+    assert r.returncode == 2 and "--cells: unknown column 'nope'" in r.stderr
