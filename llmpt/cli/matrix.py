@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from llmpt.cli._common import console, print_json
+from llmpt.cli._common import console, print_json, print_table
 from llmpt.errors import LlmptError
 from llmpt.models.matrix import (
     CAPABILITY_KEYS,
@@ -144,7 +144,7 @@ def matrix(
             if v:
                 meaning += f"; CPU: {v['status']} ({v['source']})"
             table.add_row(c.meaning, _cell_text(cell.status, cell.symbol), STATUS_TEXT[cell.status], meaning)
-        console.print(table)
+        print_table(table)
         console.print(f"presets that run {spec.id}: {', '.join(runnable) or 'none'}", highlight=False)
         _print_modeling(spec)
         return
@@ -185,7 +185,7 @@ def matrix(
             else:
                 verdict = "[red]no[/]" if not row_supports(r, needs) else "[red]no (modeling)[/]"
             table.add_row(r.name, *cells, verdict)
-        console.print(table)
+        print_table(table)
         return
     if json_out:
         print_json(matrix_json(verified))
@@ -199,7 +199,7 @@ def matrix(
         table.add_column(c.title, justify="center", width=width)
     for r, row in zip(m.rows, cells, strict=True):
         table.add_row(r.name, *row)
-    console.print(table)
+    print_table(table)
     console.print("✅ supported · 🚧 partial · ❌ not supported · ⬜ not listed", highlight=False)
     console.print(
         f"[magenta]M[/] PaddleNLP {PADDLENLP}'s modeling has no path (refused) · "
@@ -246,4 +246,4 @@ def _print_modeling(spec: ModelSpec) -> None:
         if claim.pipeline is not None:
             status += f" (pp>1: {CLAIM_STYLE[claim.pipeline.status]})"
         table.add_row(fam.capabilities[key].title, status, claim.evidence)
-    console.print(table)
+    print_table(table)
