@@ -38,8 +38,10 @@ class TrainSettings(_Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2.")
-    optimizer: Literal["adamw", "sgd"] = Field(
-        "adamw", description="adamw, or sgd: plain SGD without momentum, for numerical checks of gradient reductions."
+    optimizer: Literal["adamw", "adamw_mini", "adafactor", "sgd"] = Field(
+        "adamw",
+        description="PaddleNLP's adamw, adamw_mini or adafactor (TrainingArguments.optim), or sgd: plain SGD without "
+        "momentum that the rank builds, for numerical checks of gradient reductions.",
     )
     # NumPy takes seeds in 0..2**32-1 and PaddleNLP's set_seed adds per-rank offsets: 2**31-1 leaves room for them
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of weights init, data order and dropout.")

@@ -79,6 +79,8 @@ def run_training_args(
         "max_grad_norm": train.max_grad_norm,
         "adam_beta1": train.adam_beta1,
         "adam_beta2": train.adam_beta2,
+        # sgd is not PaddleNLP's: the rank builds it in place of the optimizer this names
+        "optim": "adamw" if train.optimizer == "sgd" else train.optimizer,
         "seed": train.seed,
         "logging_steps": train.logging_steps,
         "save_steps": train.save_steps or train.max_steps,
@@ -116,6 +118,7 @@ OWNED_TRAINING_ARGS: dict[str, str] = {
     "sequence_parallel": "the strategy name (--strategy, _sp)",
     "hybrid_parallel_topo_order": "llmpt (pp_first: the order fleet's hybrid_configs are built in)",
     "recompute": "strategy.recompute.granularity",
+    "optim": "train.optimizer",
     "recompute_granularity": "strategy.recompute.granularity",
     "recompute_use_reentrant": "strategy.recompute.use_reentrant",
     "no_recompute_layers": "strategy.recompute.no_recompute_layers",

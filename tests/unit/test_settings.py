@@ -177,7 +177,7 @@ def test_a_wrong_type_names_the_key_and_the_type(path, wrong, tmp_path):
         ("strategy.precision.dtype=bf8", "must be one of bf16, fp16, fp32"),
         ("strategy.overlap.sharding=split_param", "must be a list of strings"),
         ("training_args.logging_first_step=maybe", "must be true or false"),
-        ("training_args.optim=sgd", "must be one of adamw, adafactor"),
+        ("train.optimizer=sgdm", "must be one of adamw, adamw_mini, adafactor, sgd"),
         ("seq_len=4", "must be an integer >= 8"),
     ],
 )
@@ -350,10 +350,10 @@ def test_the_passthrough_is_checked_by_name_and_type(tmp_path):
 def test_a_passthrough_value_reaches_run_yaml_in_a_dry_run(cli, tiny_data, tmp_path):
     cfg = config(tmp_path, "training_args:\n  adam_epsilon: 1.0e-6\n")
     r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run", "--json",
-            "--config", cfg, "--set", "training_args.logging_first_step=on", "--set", "training_args.optim=adamw_mini")  # fmt: skip
+            "--config", cfg, "--set", "training_args.logging_first_step=on", "--set", "train.optimizer=adamw_mini")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     ta = json.loads(r.stdout)["run_config"]["training_args"]
-    assert (ta["adam_epsilon"], ta["logging_first_step"], ta["optim"]) == (1e-6, True, "adamw_mini")
+    assert (ta["adam_epsilon"], ta["logging_first_step"], ta["optim"]) == (1e-6, True, "adamw_mini")  # optim: one owner
     assert ta["per_device_train_batch_size"] >= 1  # llmpt's own names untouched
 
 
