@@ -118,12 +118,13 @@ def run_node(
     _check_inputs(cfg, Path(run_yaml))
     cfg = cfg.on_node(master, node_rank, n)
     prepare_shipped(cfg.data.prefixes)  # every check passed: the first write
-    err_console.print(
-        f"[bold]llmpt run-node[/] {cfg.model.id} · {cfg.strategy.name} · node {node_rank or 0}/{cfg.nnodes} · "
-        f"{n} {cfg.device} ranks → {cfg.output_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure
+        err_console.print(
+            f"[bold]llmpt run-node[/] {cfg.model.id} · {cfg.strategy.name} · node {node_rank or 0}/{cfg.nnodes} · "
+            f"{n} {cfg.device} ranks → {cfg.output_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
     summary = run_training(cfg)
     if json_out:
         print_json(summary)

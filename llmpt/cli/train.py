@@ -60,14 +60,15 @@ def train(
         return
     check_devices_here(cfg)
     prepare_output_dir(cfg, overwrite=overwrite)
-    for n in cfg.notes:
-        err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
-    err_console.print(
-        f"[bold]llmpt train[/] {cfg.model.id} · {cfg.strategy.name} · {cfg.device} x{cfg.world_size} · "
-        f"seq {cfg.data.seq_len} · {cfg.train.max_steps} steps → {cfg.output_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure (notes: run.yaml)
+        for n in cfg.notes:
+            err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold]llmpt train[/] {cfg.model.id} · {cfg.strategy.name} · {cfg.device} x{cfg.world_size} · "
+            f"seq {cfg.data.seq_len} · {cfg.train.max_steps} steps → {cfg.output_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
     summary = run_training(cfg, progress=None if json_out else _progress_printer(cfg))
     if json_out:
         print_json(summary)

@@ -111,8 +111,9 @@ def test_sigkill_of_one_rank_stops_the_job_and_resume_is_exact(llmpt, tmp_path, 
     assert proc.returncode == 1, err
     assert elapsed < 30, elapsed
     # named first: "rank 1 was killed by SIGKILL" (the launcher's word) or "rank 1 (pid N) died first; then rank 0 …";
-    # with --json the ending is one llmpt.error/1 object, the last line of stderr
-    end = json.loads(err.strip().splitlines()[-1])
+    # with --json the ending is one llmpt.error/1 object, and nothing else is on stderr
+    (line,) = err.strip().splitlines()
+    end = json.loads(line)
     assert (end["schema"], end["kind"], end["exit_code"]) == ("llmpt.error/1", "run failed", 1), err
     assert end["error"].startswith("training failed: rank 1 ") and "Traceback" not in err, err
     assert "\x1b[" not in end["error"]  # the rank's log lines without Paddle's colour codes
@@ -129,7 +130,8 @@ def test_ctrl_c_stops_every_rank_and_a_save_cut_short_is_passed_over(llmpt, tmp_
     wait_for_step(out, 9, proc)
     proc.send_signal(signal.SIGINT)  # what a terminal sends to llmpt (the ranks run in their own session)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "interrupted: every rank was stopped" in json.loads(err.splitlines()[-1])["error"], err
+    (line,) = err.strip().splitlines()
+    assert proc.returncode == 1 and "interrupted: every rank was stopped" in json.loads(line)["error"], err
     deadline = time.time() + 15
     while rank_processes(out) and time.time() < deadline:
         time.sleep(0.2)
