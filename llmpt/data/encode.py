@@ -27,7 +27,7 @@ MAX_REPEATED_LEN = 100  # create_pretraining_data.py's --max_repeated_len defaul
 # create_pretraining_data.py's pattern, flags included: without re.S '.' skips '\n', so runs of newlines stay
 _REPEATS = re.compile(r"(.)\1{" + str(MAX_REPEATED_LEN) + ",}")
 SAMPLE_MAX_CHARS = 64 << 10  # a document the parent re-tokenizes with PaddleNLP for the self-check
-BACKENDS = ("sentencepiece", "fastokens", "tiktoken", "tokenizers", "paddlenlp")
+BACKENDS = ("spwords", "sentencepiece", "fastokens", "tiktoken", "tokenizers", "paddlenlp")
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,58 @@ class _SentencePiece:
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return _flatten(self._sp.encode(texts, num_threads=1))
+
+
+class _SentencePieceWords:
+    """sentencepiece, once per distinct word. The model's normalizer runs on the whole text (sp.normalize); the
+    normalized text is cut before every U+2581 and each word is encoded by a copy of the model whose normalizer
+    does nothing. The same ids as sp.encode when no piece holds U+2581 past its first character: then no merge
+    (BPE) or segment (unigram) can span two words, so the model segments each word alone. A bounded cache of
+    word -> ids turns the corpus's repeated words into dictionary look-ups."""
+
+    CACHE_ENTRIES = 1 << 18
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        import sentencepiece as spm
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        self._sp = spm.SentencePieceProcessor(model_file=spec.model_path)
+        proto = pb.ModelProto()
+        proto.ParseFromString(self._sp.serialized_model_proto())
+        if proto.trainer_spec.treat_whitespace_as_suffix or any("\u2581" in p.piece[1:] for p in proto.pieces):
+            raise ValueError(f"{spec.model_path}: a piece spans U+2581 word boundaries; words are not independent")
+        norm = proto.normalizer_spec
+        norm.name = "identity"
+        norm.precompiled_charsmap = b""
+        norm.add_dummy_prefix = norm.remove_extra_whitespaces = norm.escape_whitespaces = False
+        self._words = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+        self._cache: dict[str, list[int]] = {}
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        import itertools
+
+        # words are keyed without their leading U+2581 (no string building per word); a text's first part, before
+        # any U+2581, has none and is encoded as it is
+        splits = [self._sp.normalize(t).split("\u2581") for t in texts]
+        cache = self._cache
+        if len(cache) > self.CACHE_ENTRIES:
+            cache.clear()  # bounded memory: the frequent words come back at once
+        missing: set[str] = set()
+        for parts in splits:
+            missing.update(itertools.islice(parts, 1, None))
+        missing.difference_update(cache)
+        if missing:
+            words = list(missing)
+            cache.update(zip(words, self._words.encode(["\u2581" + w for w in words], num_threads=1), strict=True))
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        flat: list[int] = []
+        for i, parts in enumerate(splits):
+            n = len(flat)
+            if parts[0]:
+                flat.extend(self._words.encode(parts[0]))
+            flat.extend(itertools.chain.from_iterable(map(cache.__getitem__, itertools.islice(parts, 1, None))))
+            lengths[i] = len(flat) - n
+        return np.asarray(flat, dtype=np.int64), lengths
 
 
 class _Fastokens:
@@ -172,6 +224,7 @@ def _flatten(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 _BACKEND_CLASSES = {
+    "spwords": _SentencePieceWords,
     "sentencepiece": _SentencePiece,
     "fastokens": _Fastokens,
     "tiktoken": _Tiktoken,
@@ -373,15 +426,34 @@ def warm_worker() -> None:
             __import__(name)
 
 
-def encode_task(spec_path: str, chunk: Chunk) -> ChunkResult:
-    """A pool task: the encoder for the spec pickled at `spec_path` (built once per worker), then the chunk."""
+def _encoder_for(spec_path: str) -> Encoder:
+    """The encoder for the spec pickled at `spec_path`, built once per worker process."""
     enc = _ENCODERS.get(spec_path)
     if enc is None:
         import pickle
 
         with open(spec_path, "rb") as f:
             enc = _ENCODERS[spec_path] = Encoder(pickle.load(f))
-    return encode_chunk(chunk, enc)
+    return enc
+
+
+def warm_task(spec_path: str) -> None:
+    """Build the encoder ahead of the first chunk; linger a moment so that the next warm task goes to another
+    worker."""
+    import time
+
+    _encoder_for(spec_path)
+    time.sleep(0.2)
+
+
+def encode_texts_task(spec_path: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The self-check's probe set, encoded in a worker while the parent computes PaddleNLP's ids."""
+    return _encoder_for(spec_path).encode(texts)
+
+
+def encode_task(spec_path: str, chunk: Chunk) -> ChunkResult:
+    """A pool task: one chunk, with the encoder of the spec pickled at `spec_path`."""
+    return encode_chunk(chunk, _encoder_for(spec_path))
 
 
 def encode_chunk(chunk: Chunk, enc: Encoder, sample: bool = True) -> ChunkResult:

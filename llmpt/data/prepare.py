@@ -27,6 +27,8 @@ from llmpt.data.encode import (
     EncoderSpec,
     encode_chunk,
     encode_task,
+    encode_texts_task,
+    warm_task,
     warm_worker,
 )
 from llmpt.data.inputs import CHUNK_BYTES, DataError, InputFile, discover_inputs, iter_chunks
@@ -221,7 +223,8 @@ class _Workers:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool = None
-        self.spec_files: list[str] = []
+        self.spec_files: dict[EncoderSpec, str] = {}
+        self.encoders: dict[EncoderSpec, Encoder] = {}
 
     def __enter__(self) -> _Workers:
         if self.workers > 1:
@@ -233,25 +236,46 @@ class _Workers:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
-        for f in self.spec_files:
+        for f in self.spec_files.values():
             with contextlib.suppress(OSError):
                 os.unlink(f)
+
+    def _in_process(self, spec: EncoderSpec) -> Encoder:
+        # the probe's encoder is the run's: built once (a 150k-entry BPE takes seconds)
+        if spec not in self.encoders:
+            self.encoders[spec] = Encoder(spec)
+        return self.encoders[spec]
+
+    def _spec_path(self, spec: EncoderSpec) -> str:
+        if spec not in self.spec_files:
+            import pickle
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="llmpt-encoder-", suffix=".pickle")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(spec, f)
+            self.spec_files[spec] = path
+            for _ in range(self.workers):  # every worker builds it now, not at its first chunk
+                self.pool.apply_async(warm_task, (path,))
+        return self.spec_files[spec]
+
+    def encode_later(self, spec: EncoderSpec, texts: list[str]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Start encoding `texts` (in a worker when there are workers: the caller works meanwhile); the returned
+        function waits for the result."""
+        if self.pool is None:
+            out = self._in_process(spec).encode(texts)
+            return lambda: out
+        return self.pool.apply_async(encode_texts_task, (self._spec_path(spec), texts)).get
 
     def results(self, spec: EncoderSpec, chunks: Iterator, tok=None) -> Iterator[ChunkResult]:
         """Encoded chunks in input order. At most 2 x workers + 1 chunks are in flight, so memory does not grow
         with the corpus (Pool.imap would read the whole input ahead of slow workers)."""
         if self.pool is None:
-            enc = Encoder(spec, tokenizer=tok if spec.backend == "paddlenlp" else None)
+            enc = Encoder(spec, tokenizer=tok) if spec.backend == "paddlenlp" else self._in_process(spec)
             for c in chunks:
                 yield encode_chunk(c, enc)
             return
-        import pickle
-        import tempfile
-
-        fd, spec_path = tempfile.mkstemp(prefix="llmpt-encoder-", suffix=".pickle")
-        self.spec_files.append(spec_path)
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(spec, f)
+        spec_path = self._spec_path(spec)
         pending: collections.deque = collections.deque()
         for c in chunks:
             pending.append(self.pool.apply_async(encode_task, (spec_path, c)))
@@ -317,7 +341,7 @@ def prepare_data(
     with _Workers(effective_workers(files, workers)) as pool:
         tok = load_tokenizer(tok_dir)
         base = encoder_spec(tok, tok_dir, text_key, append_eos, encoder)
-        spec, probed = choose_encoder(tok, base, forced=bool(encoder))
+        spec, probed = choose_encoder(tok, base, forced=bool(encoder), encode_later=pool.encode_later)
         name = tokenizer if tokenizer and not Path(tokenizer).is_dir() else tok_dir.name
         remove_stale_temporaries(prefix)
         # after the tokenizer: importing paddle installs its own SIGTERM handler, which exits on the spot

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,18 +32,30 @@ def reference_ids(tok, raw: str) -> list[int]:
     return list(tok.convert_tokens_to_ids(tok.tokenize(text.strip())))
 
 
-def _first_difference(enc: Encoder, tok, docs: list[str]) -> str | None:
-    flat, lengths = enc.encode([_clean(d) for d in docs])
+EncodeLater = Callable[[EncoderSpec, list[str]], Callable[[], tuple[np.ndarray, np.ndarray]]]
+
+
+def _in_process(spec: EncoderSpec, texts: list[str]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    out = Encoder(spec).encode(texts)
+    return lambda: out
+
+
+def _first_difference(spec: EncoderSpec, tok, docs: list[str], encode_later: EncodeLater) -> str | None:
+    pending = encode_later(spec, [_clean(d) for d in docs])  # a worker encodes while PaddleNLP runs here
+    want = [reference_ids(tok, d) for d in docs]
+    flat, lengths = pending()
     starts = np.concatenate(([0], np.cumsum(lengths)))
     for i, d in enumerate(docs):
-        if flat[starts[i] : starts[i + 1]].tolist() != reference_ids(tok, d):
+        if flat[starts[i] : starts[i + 1]].tolist() != want[i]:
             return d
     return None
 
 
-def choose_encoder(tok, spec: EncoderSpec, forced: bool = False) -> tuple[EncoderSpec, int]:
+def choose_encoder(
+    tok, spec: EncoderSpec, forced: bool = False, encode_later: EncodeLater = _in_process
+) -> tuple[EncoderSpec, int]:
     """The first native backend for the family that gives PaddleNLP's ids on the probe set, else the slow path
-    with a warning that names the document. (spec, documents compared)."""
+    with a warning that names the document. (spec, documents compared)"""
     if spec.backend == "paddlenlp":
         if spec.family == "other" and not forced:
             warnings.warn(
@@ -51,20 +64,25 @@ def choose_encoder(tok, spec: EncoderSpec, forced: bool = False) -> tuple[Encode
                 stacklevel=2,
             )
         return spec, 0
-    docs = adversarial_documents(spec.probe_literals)
+    docs = adversarial_documents(spec.probe_literals, quick=True)
     others = [b for b in native_backends(spec.family) if b != spec.backend]
     order = [spec.backend] if forced else [spec.backend, *others]
     for backend in order:
         candidate = dataclasses.replace(spec, backend=backend)
-        diff = _first_difference(Encoder(candidate), tok, docs)
+        try:
+            diff = _first_difference(candidate, tok, docs, encode_later)
+        except ValueError as e:  # the backend cannot restate this model (e.g. spwords: pieces span words)
+            warnings.warn(f"the {backend} encoder cannot be used: {e}", LlmptWarning, stacklevel=2)
+            continue
         if diff is None:
             return candidate, len(docs)
         warnings.warn(
             f"the {backend} encoder disagrees with PaddleNLP's {spec.tokenizer_class} on {diff[:60]!r}; "
-            + ("trying the next encoder" if backend != order[-1] else "using PaddleNLP's tokenizer (slow)"),
+            + "trying the next encoder",
             LlmptWarning,
             stacklevel=2,
         )
+    warnings.warn(f"no native encoder matches {spec.tokenizer_class}: PaddleNLP's (slow)", LlmptWarning, stacklevel=2)
     return dataclasses.replace(spec, backend="paddlenlp"), len(docs)
 
 

@@ -255,12 +255,13 @@ def native_backends(family: str) -> tuple[str, ...]:
     """The native encoders for a family, fastest first, among those installed."""
     import importlib.util
 
+    modules = {"spwords": "sentencepiece"}
     wanted = {
-        "sentencepiece": ("sentencepiece",),
+        "sentencepiece": ("spwords", "sentencepiece"),
         "tiktoken": ("fastokens", "tiktoken"),
         "bpe": ("fastokens", "tokenizers"),
     }.get(family, ())
-    return tuple(b for b in wanted if importlib.util.find_spec(b) is not None)
+    return tuple(b for b in wanted if importlib.util.find_spec(modules.get(b, b)) is not None)
 
 
 def encoder_spec(tok, tokenizer_dir: Path, text_key: str, append_eos: bool, backend: str | None = None) -> EncoderSpec:

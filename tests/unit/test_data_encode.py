@@ -106,3 +106,30 @@ def test_the_probe_set_covers_the_issues_cases():
     assert any(d == "\n" * 101 for d in docs) and any(d == "a" * 100 for d in docs)
     assert "" in docs and " " in docs and max(map(len, docs)) >= 1_000_000
     assert any("中文" in d for d in docs) and any("🙂" in d for d in docs)
+
+
+def test_sentencepiece_word_by_word_gives_sentencepieces_ids(tmp_path):
+    from llmpt.data import encode
+
+    pytest.importorskip("sentencepiece")
+    spec = _sp_encoder(()).spec
+    words, whole = encode._SentencePieceWords(spec), encode._SentencePiece(spec)
+    docs = [_clean(d) for d in adversarial_documents(large=True)] + ["the the the", "  the\u3000the  "]
+    for _ in range(2):  # a cold and a warm cache
+        a, b = words.encode(docs), whole.encode(docs)
+        assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+    assert len(words._cache) > 100
+
+
+def test_sentencepiece_word_by_word_refuses_a_piece_across_words(tmp_path):
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    from llmpt.data import encode
+
+    spec = _sp_encoder(()).spec
+    proto = pb.ModelProto()
+    proto.ParseFromString(open(spec.model_path, "rb").read())
+    proto.pieces[-1].piece = "a\u2581b"
+    (tmp_path / "m.model").write_bytes(proto.SerializeToString())
+    with pytest.raises(ValueError, match="spans U\\+2581 word boundaries"):
+        encode._SentencePieceWords(EncoderSpec(**{**spec.__dict__, "model_path": str(tmp_path / "m.model")}))
