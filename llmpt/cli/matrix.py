@@ -87,9 +87,9 @@ def matrix(
             f"--model {model} and --strategy {strategy}: pass one of them",
             f"llmpt matrix --model {model}, or llmpt matrix --strategy {strategy}",
         )
-    if model:
+    if model is not None:  # `--model ""` too: not the whole matrix in silence
         resolve_model(model)
-    if strategy:
+    if strategy is not None:
         resolve_strategy(strategy)
     m = load_matrix()
     if verify:

@@ -102,6 +102,8 @@ def resolve_plan(req: RunRequest) -> Plan:
 def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:
     prefixes = list(req.data) or layers.section("data").get("prefixes")
     if prefixes:
+        if (blank := next((p for p in prefixes if not str(p).strip()), None)) is not None:
+            raise LlmptError(f"--data {blank!r}: an empty prefix", "pass --data PREFIX (PREFIX.bin and PREFIX.idx)")
         return list(prefixes)
     return [_shipped_corpus()] if req.demo or spec.id.endswith("-tiny") else []
 
