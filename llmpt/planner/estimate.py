@@ -56,16 +56,17 @@ class Layout:
 class Estimate:
     device: Device | None  # None: CPU ranks
     memory_mb: dict[str, float]
-    capacity_mb: float | None
-    fits: bool | None
     params_total: int
     params_per_card: int
     model_flops_per_token: float
     hardware_flops_per_token: float
-    step_time_s: float | None
-    tokens_per_card_per_sec: float | None
-    mfu: float | None
-    hfu: float | None
+    # the verdict against a capacity, and the throughput where the device has a peak for the dtype
+    capacity_mb: float | None = None
+    fits: bool | None = None
+    step_time_s: float | None = None
+    tokens_per_card_per_sec: float | None = None
+    mfu: float | None = None
+    hfu: float | None = None
     notes: list[str] = field(default_factory=list)
     knob: dict[str, Any] | None = None
     knob_layout: Layout | None = None  # the layout `knob` describes (not serialised)
@@ -286,20 +287,7 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     mem, n_card = memory(lay, runtime)
     model_f, hw_f = flops_per_token(lay)
     g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
-    est = Estimate(
-        device=device,
-        memory_mb=mem,
-        capacity_mb=None,
-        fits=None,
-        params_total=g.total,
-        params_per_card=n_card,
-        model_flops_per_token=model_f,
-        hardware_flops_per_token=hw_f,
-        step_time_s=None,
-        tokens_per_card_per_sec=None,
-        mfu=None,
-        hfu=None,
-    )
+    est = Estimate(device, mem, g.total, n_card, model_f, hw_f)
     if device is None:
         return est
     dtype = lay.strategy.precision.dtype

@@ -57,19 +57,10 @@ def _layouts_on(lay: Layout, world: int, per_node: int):
             for stage, g, sp in itertools.product((1, 2, 3) if rest > 1 else (1,), granularities, sps):
                 acc = max(s.batch.grad_accum, pp)
                 try:
-                    st = renamed(
-                        s,
-                        d,
-                        granularity=g,
-                        dp=None,
-                        tp=tp,
-                        pp=pp,
-                        sharding=rest,
-                        stage=stage,
-                        offload=s.parallel.offload and stage > 1 and rest > 1,
-                        virtual_pp=s.parallel.virtual_pp if pp > 1 else 1,
-                        sequence_parallel=sp,
-                    )
+                    degrees = {"dp": None, "tp": tp, "pp": pp, "sharding": rest, "stage": stage}
+                    offload = s.parallel.offload and stage > 1 and rest > 1
+                    vpp = s.parallel.virtual_pp if pp > 1 else 1
+                    st = renamed(s, d, granularity=g, offload=offload, virtual_pp=vpp, sequence_parallel=sp, **degrees)
                 except Exception:  # noqa: BLE001 - a combination the grammar refuses is simply not a candidate
                     continue
                 st = st.model_copy(update={"batch": st.batch.model_copy(update={"grad_accum": acc})})
