@@ -148,112 +148,74 @@ def paddlenlp_config(spec: ModelSpec, seq_len: int | None = None, from_scratch: 
     return {"model_type": MODEL_TYPE[spec.family], **_architecture(spec, seq_len, from_scratch)}
 
 
+class _Field(str):
+    """A value of the config table filled from the model (see `_architecture`), not a constant."""
+
+
+_NAMES = ("vocab", "hidden", "ffn", "layers", "heads", "kv_heads", "head_dim", "positions", "seq", "eps", "alibi", "tie")
+VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS, SEQ, EPS, ALIBI, TIE = map(_Field, _NAMES)
+# Each family's PaddleNLP config keys (3.0.0b4 config classes), filled from the registry's architecture fields; the
+# other values are constants of that family's layout. tests/integration/test_model_configs.py builds every one.
+CONFIG_TABLE: dict[str, dict[str, Any]] = {
+    "llama": {
+        "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "max_position_embeddings": POSITIONS, "seq_length": SEQ, "rms_norm_eps": EPS, "alibi": ALIBI,
+        "tie_word_embeddings": TIE,
+    },
+    "qwen": {
+        "architectures": ["QWenLMHeadModel"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "kv_channels": HEAD_DIM,  # PaddleNLP's default kv_channels 128 only fits 128-wide heads
+        "max_position_embeddings": POSITIONS, "layer_norm_epsilon": EPS, "no_bias": True, "tie_word_embeddings": TIE,
+    },
+    "gpt": {
+        "architectures": ["GPTForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "max_position_embeddings": POSITIONS,
+        "seq_length": SEQ, "hidden_activation": "gelu", "normalize_before": True,
+    },
+    "opt": {
+        "architectures": ["OPTForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "max_position_embeddings": POSITIONS,
+        "hidden_act": "relu", "normalize_before": True, "word_embed_proj_dim": HIDDEN,
+    },
+    "bloom": {
+        "architectures": ["BloomForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "n_layer": LAYERS,
+        "n_head": HEADS, "layer_norm_epsilon": EPS,
+    },
+    "chatglm": {
+        "architectures": ["ChatGLMForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "inner_hidden_size": FFN,
+        "max_sequence_length": POSITIONS, "layernorm_epsilon": EPS, "position_encoding_2d": True,
+    },
+    "chatglm2": {
+        "architectures": ["ChatGLMv2ForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "ffn_hidden_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "kv_channels": HEAD_DIM,
+        "multi_query_group_num": KV_HEADS, "max_sequence_length": POSITIONS, "layernorm_epsilon": EPS,
+        "rmsnorm": True, "add_qkv_bias": True, "add_bias_linear": False,
+    },
+    # glm: PaddleNLP's GLM class (GLM-10B style); GLM-130B's GeGLU FFN is not modelled by it
+    "glm": {
+        "architectures": ["GLMForConditionalGeneration"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
+        "num_layers": LAYERS, "num_attention_heads": HEADS, "max_sequence_length": POSITIONS, "layernorm_epsilon": EPS,
+    },
+}  # fmt: skip
+
+
 def _architecture(spec: ModelSpec, seq_len: int | None, from_scratch: bool) -> dict[str, Any]:
     seq = seq_len or spec.max_position_embeddings
-    vocab = padded_vocab(spec.vocab_size) if from_scratch else spec.vocab_size
-    positions = max(spec.max_position_embeddings, seq) if from_scratch else spec.max_position_embeddings
-    h, layers, heads = spec.hidden_size, spec.num_hidden_layers, spec.num_attention_heads
-    f = spec.family
-    if f == "llama":
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "intermediate_size": spec.intermediate_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": spec.num_key_value_heads,
-            "max_position_embeddings": positions,
-            "seq_length": seq,
-            "rms_norm_eps": spec.norm_eps,
-            "alibi": spec.position == "alibi",
-            "tie_word_embeddings": spec.tie_word_embeddings,
-        }
-    if f == "qwen":
-        return {
-            "architectures": ["QWenLMHeadModel"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "intermediate_size": spec.intermediate_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            # PaddleNLP's default kv_channels 128 only fits 128-wide heads
-            "kv_channels": spec.head_dim,
-            "max_position_embeddings": positions,
-            "layer_norm_epsilon": spec.norm_eps,
-            "no_bias": True,
-            "tie_word_embeddings": spec.tie_word_embeddings,
-        }
-    if f == "gpt":
-        return {
-            "architectures": ["GPTForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "intermediate_size": spec.intermediate_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "max_position_embeddings": positions,
-            "seq_length": seq,
-            "hidden_activation": "gelu",
-            "normalize_before": True,
-        }
-    if f == "opt":
-        return {
-            "architectures": ["OPTForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "intermediate_size": spec.intermediate_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "max_position_embeddings": positions,
-            "hidden_act": "relu",
-            "normalize_before": True,
-            "word_embed_proj_dim": h,
-        }
-    if f == "bloom":
-        return {
-            "architectures": ["BloomForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "n_layer": layers,
-            "n_head": heads,
-            "layer_norm_epsilon": spec.norm_eps,
-        }
-    if f == "chatglm":
-        return {
-            "architectures": ["ChatGLMForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "inner_hidden_size": spec.intermediate_size,
-            "max_sequence_length": positions,
-            "layernorm_epsilon": spec.norm_eps,
-            "position_encoding_2d": True,
-        }
-    if f == "chatglm2":
-        return {
-            "architectures": ["ChatGLMv2ForCausalLM"],
-            "vocab_size": vocab,
-            "hidden_size": h,
-            "ffn_hidden_size": spec.intermediate_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "kv_channels": spec.head_dim,
-            "multi_query_group_num": spec.num_key_value_heads,
-            "max_sequence_length": positions,
-            "layernorm_epsilon": spec.norm_eps,
-            "rmsnorm": True,
-            "add_qkv_bias": True,
-            "add_bias_linear": False,
-        }
-    # glm: PaddleNLP's GLM class (GLM-10B style); GLM-130B's GeGLU FFN is not modelled by it
-    return {
-        "architectures": ["GLMForConditionalGeneration"],
-        "vocab_size": vocab,
-        "hidden_size": h,
-        "num_layers": layers,
-        "num_attention_heads": heads,
-        "max_sequence_length": positions,
-        "layernorm_epsilon": spec.norm_eps,
+    fields = {
+        VOCAB: padded_vocab(spec.vocab_size) if from_scratch else spec.vocab_size,
+        HIDDEN: spec.hidden_size,
+        FFN: spec.intermediate_size,
+        LAYERS: spec.num_hidden_layers,
+        HEADS: spec.num_attention_heads,
+        KV_HEADS: spec.num_key_value_heads,
+        HEAD_DIM: spec.head_dim,
+        POSITIONS: max(spec.max_position_embeddings, seq) if from_scratch else spec.max_position_embeddings,
+        SEQ: seq,
+        EPS: spec.norm_eps,
+        ALIBI: spec.position == "alibi",
+        TIE: spec.tie_word_embeddings,
     }
+    return {k: fields[v] if isinstance(v, _Field) else v for k, v in CONFIG_TABLE[spec.family].items()}
