@@ -152,8 +152,7 @@ class _Field(str):
     """A value of the config table filled from the model (see `_architecture`), not a constant."""
 
 
-_NAMES = ("vocab", "hidden", "ffn", "layers", "heads", "kv_heads", "head_dim", "positions", "seq", "eps", "alibi")
-_NAMES += ("tie",)
+_NAMES = "vocab hidden ffn layers heads kv_heads head_dim positions seq eps alibi tie".split()
 VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS, SEQ, EPS, ALIBI, TIE = map(_Field, _NAMES)
 # Each family's PaddleNLP config keys (3.0.0b4 config classes), filled from the registry's architecture fields; the
 # other values are constants of that family's layout. tests/integration/test_model_configs.py builds every one.
