@@ -92,17 +92,21 @@ class Need:
     optional: bool = False
 
 
-def needed_cells(s: Strategy, d: ParallelDims) -> list[Need]:
-    """The matrix columns `s` at degrees `d` relies on."""
-    needs = []
-    if d.dp > 1:
-        needs.append(Need("dp", f"data parallel (dp{d.dp})"))
-    if d.tp > 1:
-        needs.append(Need("tp", f"tensor parallel (tp{d.tp})"))
-    if d.pp > 1:
-        needs.append(Need("pp", f"pipeline parallel (pp{d.pp})"))
+def parallel_uses(s: Strategy, d: ParallelDims) -> list[tuple[str, str]]:
+    """(axis, what) for each parallel feature `s` at degrees `d` uses: dp, tp, pp, sp, sep, cp."""
+    uses = [(a, f"{what} ({a}{getattr(d, a)})") for a, what in _AXIS_WHAT.items() if getattr(d, a) > 1]
     if s.parallel.sequence_parallel:
-        needs.append(Need("sp", "sequence parallel"))
+        uses.insert(sum(a in ("dp", "tp", "pp") for a, _ in uses), ("sp", "sequence parallel"))
+    return uses
+
+
+_AXIS_WHAT = {"dp": "data parallel", "tp": "tensor parallel", "pp": "pipeline parallel",
+              "sep": "segment parallel", "cp": "context parallel"}  # fmt: skip
+
+
+def needed_cells(s: Strategy, d: ParallelDims) -> list[Need]:
+    """The matrix columns `s` at degrees `d` relies on (the seed's table has no sep/cp columns)."""
+    needs = [Need(axis, what) for axis, what in parallel_uses(s, d) if axis not in ("sep", "cp")]
     if d.sharding > 1:
         rc = s.recompute.granularity != "off"
         needs.append(
@@ -240,19 +244,17 @@ class CapabilityNeed:
     kernel: str | None = None
 
 
+_AXIS_CAPABILITY = {"tp": "tensor_parallel", "pp": "pipeline", "sp": "sequence_parallel",
+                    "sep": "segment_parallel", "cp": "context_parallel"}  # fmt: skip
+
+
 def needed_capabilities(s: Strategy, d: ParallelDims) -> list[CapabilityNeed]:
     """The modeling paths `s` at degrees `d` relies on (families.yaml keys)."""
-    needs = []
-    if d.tp > 1:
-        needs.append(CapabilityNeed("tensor_parallel", f"tensor parallel (tp{d.tp})"))
-    if d.pp > 1:
-        needs.append(CapabilityNeed("pipeline", f"pipeline parallel (pp{d.pp})"))
-    if s.parallel.sequence_parallel:
-        needs.append(CapabilityNeed("sequence_parallel", "sequence parallel (_sp)"))
-    if d.sep > 1:
-        needs.append(CapabilityNeed("segment_parallel", f"segment parallel (sep{d.sep})"))
-    if d.cp > 1:
-        needs.append(CapabilityNeed("context_parallel", f"context parallel (cp{d.cp})"))
+    needs = [
+        CapabilityNeed(_AXIS_CAPABILITY[axis], what + (" (_sp)" if axis == "sp" else ""))
+        for axis, what in parallel_uses(s, d)
+        if axis != "dp"
+    ]
     g = s.recompute.granularity
     if g != "off":
         needs.append(CapabilityNeed(f"recompute_{g}", f"recompute granularity {g}"))
