@@ -90,7 +90,14 @@ class ModelSection(_Section):
     id: str = Field(description="Registry id of the model.")
     family: str = Field(description="Architecture family.")
     config: dict[str, Any] = Field(description="PaddleNLP config dict the ranks build the model from.")
-    init_from: str | None = Field(None, description="save_pretrained() directory whose weights the ranks load.")
+    init_from: str | None = Field(
+        None, description="PaddleNLP directory whose weights the ranks load (a Hugging Face source's converted copy)."
+    )
+    init_source: dict[str, Any] | None = Field(
+        None,
+        description="--init-from as found (llmpt/interop/source.py Found.record): given, path, found_in, layout "
+        "(paddle|hf), converted_to, and the tokenizer that came with the weights (dir, files' sha256, vocab_size).",
+    )
 
 
 def _split_text(value: Any) -> Any:

@@ -19,9 +19,10 @@ PREPARE_DATA = "llmpt.prepare-data/1"  # prepare-data: documents, tokens, output
 REHEARSAL = "llmpt.rehearsal/1"  # rehearse: {model, strategy, ranks, passed, stages}
 DOCTOR = "llmpt.doctor/1"  # doctor: {ok, checks, facts}
 LAUNCH_SCRIPT = "llmpt.launch-script/1"  # launch-script: {output_dir, run_yaml_path, script_path, …}
+EXPORT = "llmpt.export/1"  # export: {source, weights, format, dtype, output_dir, merged, files, …}
 ERROR = "llmpt.error/1"  # any command's refusal or failure with --json, on stderr: {kind, error, hint, exit_code}
 
 ALL = (
     PRESETS, STRATEGY, STRATEGY_CHECK, MODELS, MODEL, MATRIX, PLAN, DRY_RUN, RUN_SUMMARY, NODE_SUMMARY,
-    PREPARE_DATA, REHEARSAL, DOCTOR, LAUNCH_SCRIPT, ERROR,
+    PREPARE_DATA, REHEARSAL, DOCTOR, LAUNCH_SCRIPT, EXPORT, ERROR,
 )  # fmt: skip

@@ -96,6 +96,7 @@ def run_node(
 ) -> None:
     """Start this node's ranks of an existing run (what launch-script's files run on every node)."""
     from llmpt.data.prepare import prepare_shipped
+    from llmpt.interop.convert import prepare_init_weights
     from llmpt.launch.command import check_master_port, check_multinode
     from llmpt.launch.supervise import check_devices_here, check_output_writable, run_training
 
@@ -118,6 +119,7 @@ def run_node(
     _check_inputs(cfg, Path(run_yaml))
     cfg = cfg.on_node(master, node_rank, n)
     prepare_shipped(cfg.data.prefixes)  # every check passed: the first write
+    prepare_init_weights(cfg.model.init_source, cfg.model.family)  # a Hugging Face --init-from, converted here too
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure
         err_console.print(
             f"[bold]llmpt run-node[/] {cfg.model.id} · {cfg.strategy.name} · node {node_rank or 0}/{cfg.nnodes} · "

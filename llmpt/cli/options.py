@@ -28,7 +28,12 @@ MAX_STEPS = typer.Option(None, "--max-steps", help="Optimizer steps.")
 SAVE_STEPS = typer.Option(None, "--save-steps", help="Checkpoint every N steps.")
 SEED = typer.Option(None, "--seed", help="Random seed.")
 OUTPUT_DIR = typer.Option(None, "--output-dir", "-o", help="Run directory (default runs/MODEL-STRATEGY).")
-INIT_FROM = typer.Option(None, "--init-from", help="Start from a save_pretrained() directory.")
+INIT_FROM = typer.Option(
+    None,
+    "--init-from",
+    help="Start from weights: a save_pretrained() directory, a Hugging Face directory (config.json + safetensors) "
+    "or a model id in the local PaddleNLP / Hugging Face cache.",
+)
 RESUME = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in the run directory.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace a previous run in the run directory.")
 CONFIG = typer.Option(

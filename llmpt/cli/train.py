@@ -40,6 +40,7 @@ def train(
     json_out: bool = opt.JSON,
 ) -> None:
     """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
+    from llmpt.interop.convert import prepare_init_weights
     from llmpt.launch.command import format_command, run_launch_command
     from llmpt.launch.supervise import check_devices_here, prepare_output_dir, run_training
     from llmpt.resolve import RunRequest, resolve_run
@@ -60,6 +61,7 @@ def train(
         return
     check_devices_here(cfg)
     prepare_output_dir(cfg, overwrite=overwrite)
+    prepare_init_weights(cfg.model.init_source, cfg.model.family)  # a Hugging Face --init-from, converted once
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure (notes: run.yaml)
         for n in cfg.notes:
             err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)

@@ -8,7 +8,6 @@ other here too (warm-up vs run length, floor vs peak learning rate, cadences vs 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,10 +373,9 @@ def _checkpoint_positions(init_from: str, family: str) -> int | None:
     key = LEARNED_POSITIONS.get(family)
     if key is None:
         return None
-    try:
-        value = json.loads(Path(init_from, "config.json").read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+    from llmpt.interop.source import positions_config  # a Hugging Face config says it in its own words (n_positions)
+
+    value = (positions_config(init_from, family) or {}).get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

@@ -4,16 +4,14 @@ need (resume included). Nothing here writes to the run directory; launch/ does t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from llmpt import __version__
 from llmpt.errors import LlmptError, ModelError
+from llmpt.interop.source import check_tokenizer, find_init
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
 from llmpt.models.registry import (
-    MODEL_TYPE,
     NOT_TRAINABLE,
     ModelSpec,
     dropout_config,
@@ -38,7 +36,8 @@ def resolve_run(req: RunRequest) -> RunConfig:
             f"llmpt train cannot pretrain {spec.id} ({spec.family}): {NOT_TRAINABLE[spec.family]}",
             "llmpt plan still checks it; trainable families: llama (incl. Baichuan), qwen, gpt, opt, bloom, chatglm2",
         )
-    model_cfg = _init_config(req.init_from, spec) if req.init_from else paddlenlp_config(spec, plan.seq_len)
+    init = find_init(req.init_from, spec) if req.init_from else None  # llmpt/interop/source.py: found and checked
+    model_cfg = dict(init.paddle_config) if init else paddlenlp_config(spec, plan.seq_len)
     if req.init_from and (note := extend_positions(spec.family, model_cfg, plan.seq_len)):
         layers.notes.append(note)
     try:
@@ -61,6 +60,13 @@ def resolve_run(req: RunRequest) -> RunConfig:
         )
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
     check_split_documents(layers, manifests | _unprepared(prefixes))
+    if init is not None:
+        # the weights' tokenizer must be the data's; the data's copy (which prepare-data loaded) is the one used
+        data_tokenizers = {p: m["tokenizer"] for p, m in (manifests | _unprepared(prefixes)).items()}
+        if note := check_tokenizer(init, data_tokenizers):
+            layers.notes.append(note)
+        elif not data_tokenizers and (Path(init.directory) / "tokenizer_config.json").is_file():
+            tokenizer_dir = str(init.directory)
     if req.local:
         check_master_port(req.master, req.node_rank)
     output_dir = str(plan.output_dir)
@@ -74,7 +80,13 @@ def resolve_run(req: RunRequest) -> RunConfig:
         master=plan.topology.master,
         node_rank=plan.topology.node_rank,
         resume_from=_resume_from(Path(output_dir)) if req.resume else None,
-        model=ModelSection(id=spec.id, family=spec.family, config=model_cfg, init_from=req.init_from),
+        model=ModelSection(
+            id=spec.id,
+            family=spec.family,
+            config=model_cfg,
+            init_from=str(init.load_dir) if init else None,
+            init_source=init.record() if init else None,
+        ),
         strategy=plan.strategy,
         degrees=plan.expansion.degrees,
         training_args=run_training_args(
@@ -160,24 +172,6 @@ def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], s
             manifests[prefix] = m
             tokenizer_dir = tokenizer_dir or m["tokenizer"]["dir"]
     return manifests, tokenizer_dir or str(SHIPPED_TOKENIZER)
-
-
-def _init_config(init_from: str, spec: ModelSpec) -> dict[str, Any]:
-    """The config.json of a save_pretrained() directory: the model the ranks will load."""
-    path = Path(init_from, "config.json")
-    if not path.is_file():
-        raise LlmptError(
-            f"--init-from {init_from}: no config.json there", "pass a directory written by save_pretrained()"
-        )
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise LlmptError(f"--init-from {init_from}: config.json is not valid JSON ({e})") from None
-    if cfg.get("model_type") != MODEL_TYPE[spec.family]:
-        raise LlmptError(
-            f"--init-from {init_from}: a {cfg.get('model_type')!r} checkpoint, but the model is a {spec.family} model"
-        )
-    return cfg
 
 
 def _resume_from(output_dir: Path) -> str:

@@ -374,6 +374,7 @@ def checkpoint(tmp_path, model: str, **config: Any) -> str:
     d = tmp_path / f"ckpt-{model}"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({**paddlenlp_config(resolve_model(model), 128), **config}))
+    (d / "model_state.pdparams").write_bytes(b"")  # a weights file to find (a dry run does not open it)
     return str(d)
 
 
