@@ -22,6 +22,11 @@ EVENT_STEP = "step"  # an optimizer step ended: {"step", "t"}
 EVENT_LOG = "log"  # a logged step: {"step", "loss", "learning_rate", "t"}
 EVENT_SAVE = "save"  # a checkpoint was saved: {"step", "t"}
 EVENT_EVAL = "eval"  # a validation-split evaluation: {"step", "loss", "documents": [[start, end) per prefix], "t"}
+# rank 0's checkpoint timings (llmpt/train/checkpoint_timing.py): a save, from its start to every rank's files and the
+# completion marker on disk: {"step", "seconds", "bytes", "t"}; a resume's load, weights and optimizer state:
+# {"step", "checkpoint", "saved_by" (its strategy), "seconds", "model_seconds", "optimizer_seconds", "bytes", "t"}
+EVENT_CHECKPOINT_SAVE = "checkpoint_save"
+EVENT_CHECKPOINT_LOAD = "checkpoint_load"
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 

@@ -129,7 +129,7 @@ def _progress_printer(cfg):
 def _print_summary(s, output_dir: str) -> None:
     from rich import box
 
-    from llmpt.launch.summary import sparkline
+    from llmpt.launch.summary import checkpoint_line, sparkline
 
     table = Table(title="run summary (seed table format)", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("model", "seq len", "strategy", "tokens/card/s", "MFU", "memory (MB)", "final loss"):
@@ -152,6 +152,8 @@ def _print_summary(s, output_dir: str) -> None:
     if evals:
         shown = ", ".join(f"{e['loss']:.3f} @{e['step']}" for e in evals[-6:])
         console.print(f"eval loss (validation split) {shown}", highlight=False, soft_wrap=True)
+    if ckpt := checkpoint_line(s):
+        console.print(ckpt, highlight=False, soft_wrap=True)
     console.print(
         f"[dim]{s['peak_memory_kind']}; throughput = mean over steps "
         f"{s['throughput_window'][0]}..{s['throughput_window'][1]}; "

@@ -24,15 +24,27 @@ def _files(ckpt: Path) -> dict[str, int]:
     }
 
 
-def mark_complete(ckpt: Path, step: int) -> None:
-    """Write the marker atomically (temp file, fsync, rename) once the checkpoint's files are all on disk."""
+def mark_complete(ckpt: Path, step: int, run: dict | None = None) -> dict[str, int]:
+    """Write the marker atomically (temp file, fsync, rename) once the checkpoint's files are all on disk; `run`:
+    the run that saved it (llmpt.resolve.resume.SavedRun), which a resume on another layout checks against.
+    Returns the files and their sizes."""
     files = _files(ckpt)
     tmp = ckpt / (MARKER + ".tmp")
     with tmp.open("w") as f:
-        json.dump({"step": step, "files": files}, f, indent=1)
+        json.dump({"step": step, "files": files, **({"run": run} if run else {})}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(ckpt / MARKER)
+    return files
+
+
+def read_marker(ckpt: Path) -> dict | None:
+    """The marker's content (step, files, run), or None when there is no readable marker."""
+    try:
+        marker = json.loads((ckpt / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def is_complete(ckpt: Path) -> bool:

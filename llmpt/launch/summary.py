@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from llmpt.run_config import RunConfig
-from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_STEP, RunDir
+from llmpt.run_dir import (
+    EVENT_BEGIN,
+    EVENT_CHECKPOINT_LOAD,
+    EVENT_CHECKPOINT_SAVE,
+    EVENT_EVAL,
+    EVENT_LOG,
+    EVENT_STEP,
+    RunDir,
+)
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -48,6 +56,22 @@ def eval_losses(records: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"step": s, "loss": by_step[s]["loss"]} for s in sorted(by_step)]
 
 
+_SAVE_KEYS = ("step", "seconds", "bytes")
+_LOAD_KEYS = ("step", "checkpoint", "saved_by", "seconds", "model_seconds", "optimizer_seconds", "bytes")
+
+
+def checkpoint_saves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every checkpoint save by step (rank 0's measure: seconds the training paused, bytes on disk); a resumed
+    run's repeat wins."""
+    by_step = {r["step"]: r for r in records if r.get("event") == EVENT_CHECKPOINT_SAVE}
+    return [{k: by_step[s].get(k) for k in _SAVE_KEYS} for s in sorted(by_step)]
+
+
+def checkpoint_loads(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every resume's load of a checkpoint, in order (weights and optimizer state, seconds on rank 0)."""
+    return [{k: r.get(k) for k in _LOAD_KEYS} for r in records if r.get("event") == EVENT_CHECKPOINT_LOAD]
+
+
 def summarize(cfg: RunConfig) -> dict[str, Any]:
     run = RunDir(cfg.output_dir)
     records = read_metrics(run.metrics)
@@ -79,7 +103,37 @@ def summarize(cfg: RunConfig) -> dict[str, Any]:
         "final_loss": curve[-1]["loss"] if curve else None,
         "eval_losses": evals,
         "final_eval_loss": evals[-1]["loss"] if evals else None,
+        "checkpoint_saves": checkpoint_saves(records),
+        "checkpoint_loads": checkpoint_loads(records),
     }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def checkpoint_line(summary: dict[str, Any]) -> str | None:
+    """The text summary's account of checkpoints: saves (count, size, seconds) and each resume's load."""
+    saves = [s for s in summary.get("checkpoint_saves") or [] if s.get("seconds") is not None]
+    loads = summary.get("checkpoint_loads") or []
+    parts = []
+    if saves:
+        sizes = sorted({s["bytes"] for s in saves if s.get("bytes") is not None})
+        size = "" if not sizes else _mib(sizes[0]) if len(sizes) == 1 else f"{_mib(sizes[0])}..{_mib(sizes[-1])}"
+        slowest = max(saves, key=lambda s: s["seconds"])
+        mean = sum(s["seconds"] for s in saves) / len(saves)
+        steps = ", ".join(str(s["step"]) for s in saves[:6]) + (", …" if len(saves) > 6 else "")
+        parts.append(
+            f"{len(saves)} saved (step {steps}){', ' + size + ' each' if size else ''}, {mean:.2f} s mean, "
+            f"{slowest['seconds']:.2f} s max (step {slowest['step']})"
+        )
+    for ld in loads:
+        by = f" (saved by {ld['saved_by']})" if ld.get("saved_by") else ""
+        parts.append(
+            f"resumed from {ld['checkpoint']}{by} in {ld['seconds']:.2f} s (weights {ld['model_seconds']:.2f} s, "
+            f"optimizer {ld['optimizer_seconds']:.2f} s, {_mib(ld['bytes'])})"
+        )
+    return "checkpoints: " + "; ".join(parts) if parts else None
 
 
 def mfu(cfg: RunConfig, tokens_per_card_per_sec: float) -> float | None:

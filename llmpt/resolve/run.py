@@ -20,6 +20,7 @@ from llmpt.models.registry import (
 )
 from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
 from llmpt.resolve.request import RunRequest, check_split_documents, extend_positions, read_layers
+from llmpt.resolve.resume import check_resume
 from llmpt.run_config import DataSection, ModelSection, RunConfig
 from llmpt.strategies.expand import run_training_args
 
@@ -70,7 +71,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
     if req.local:
         check_master_port(req.master, req.node_rank)
     output_dir = str(plan.output_dir)
-    return RunConfig(
+    cfg = RunConfig(
         llmpt_version=__version__,
         output_dir=output_dir,
         device=plan.topology.device,  # type: ignore[arg-type]
@@ -104,6 +105,8 @@ def resolve_run(req: RunRequest) -> RunConfig:
         notes=[*layers.notes, *plan.notes],
         estimate=None if plan.estimate is None else plan.estimate.to_dict(),
     )
+    # the checkpoint's model, batch and layout against this run's (llmpt/resolve/resume.py)
+    return cfg if cfg.resume_from is None else check_resume(cfg)
 
 
 def resolve_plan(req: RunRequest) -> Plan:
@@ -178,5 +181,8 @@ def _resume_from(output_dir: Path) -> str:
     """--resume: the newest checkpoint every rank finished (llmpt/launch/checkpoints.py)."""
     ckpt = last_complete(output_dir)
     if ckpt is None:
-        raise LlmptError(f"--resume: no complete checkpoint in {output_dir}", "train without --resume first")
+        raise LlmptError(
+            f"--resume: no complete checkpoint in {output_dir}",
+            "train without --resume first, or pass the run's own --output-dir (the default follows --strategy)",
+        )
     return str(ckpt)

@@ -85,6 +85,9 @@ def run_training_args(
         "logging_steps": train.logging_steps,
         "save_steps": train.save_steps or train.max_steps,
         "save_total_limit": train.save_total_limit,
+        # PaddleNLP's unified checkpoint (its pretraining configs turn it on): whole tensors, re-split on load, so
+        # --resume may change the layout (llmpt/resolve/resume.py); PaddleNLP turns it off under sharding stage 3
+        "unified_checkpoint": True,
         "do_train": True,
         "do_eval": train.eval_steps > 0,
         "eval_steps": train.eval_steps or None,
@@ -150,6 +153,7 @@ OWNED_TRAINING_ARGS: dict[str, str] = {
     "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps (--save-steps)",
     "save_total_limit": "train.save_total_limit",
+    "unified_checkpoint": "llmpt (always on: whole tensors in every checkpoint, so --resume may change the layout)",
     "do_train": "llmpt (always on)",
     "do_eval": "train.eval_steps",
     "eval_steps": "train.eval_steps",
@@ -170,6 +174,8 @@ MANAGED_TRAINING_ARGS: dict[str, str] = {
     "sharding_degree": "the strategy name (--strategy, sdN; sharding_degree is PaddleNLP's deprecated alias)",
     "logging_strategy": "train.logging_steps (llmpt's metrics feed logs by steps)",
     "save_strategy": "train.save_steps (llmpt saves by steps and marks complete checkpoints)",
+    "unified_checkpoint_config": "llmpt (async_save would write after llmpt marks a checkpoint complete; "
+    "ignore_merge_optimizer and skip_save_model_weight would tie the checkpoint to its layout)",
     "warmup_ratio": "train.warmup_steps (the rank builds run_pretrain.py's scheduler, which takes steps)",
     "num_cycles": "train.lr_scheduler (the rank builds run_pretrain.py's cosine/linear scheduler)",
     "lr_end": "train.min_learning_rate (the floor of run_pretrain.py's scheduler)",

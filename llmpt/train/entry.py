@@ -32,16 +32,18 @@ from paddlenlp.transformers.configuration_utils import LlmMetaConfig
 from paddlenlp.utils.batch_sampler import DistributedBatchSampler
 
 from llmpt.launch.checkpoints import mark_complete
+from llmpt.resolve.resume import saved_run_record
 from llmpt.run_config import RunConfig, load_run_yaml
 from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir
-from llmpt.train import cpu_backend
+from llmpt.train import checkpoint_fixes, cpu_backend
 from llmpt.train.args import ModelArguments, PretrainArguments
+from llmpt.train.checkpoint_timing import CheckpointClock, CheckpointTimes, TimedCheckpoints
 from llmpt.train.model_config import build_config
 
 TEST_ITERS = 100  # as run_pretrain.py (10 x its eval_iters; the eval batches are run.yaml's max_evaluate_steps)
 
 
-class PretrainTrainer(Trainer):
+class PretrainTrainer(TimedCheckpoints, Trainer):
     """PaddleNLP's Trainer with pretraining's in-order sampling (the dataset builder already shuffled) and plain SGD
     (train.optimizer=sgd), which PaddleNLP's Trainer does not offer."""
 
@@ -172,14 +174,15 @@ class CheckpointMarker(TrainerCallback):
     """After every rank has finished writing checkpoint-N, rank 0 marks it complete (llmpt/launch/checkpoints.py):
     a job killed during a save leaves an unmarked directory that --resume passes over."""
 
-    def __init__(self, run: RunDir) -> None:
+    def __init__(self, run: RunDir, saved_run: dict | None = None) -> None:
         self.run = run
+        self.saved_run = saved_run  # recorded in the marker: what a resume on another layout checks against
 
     def on_save(self, args, state, control, **kwargs):
         if paddle.distributed.get_world_size() > 1:
             paddle.distributed.barrier()
         if paddle.distributed.get_rank() == 0:
-            mark_complete(self.run.checkpoint(state.global_step), state.global_step)
+            mark_complete(self.run.checkpoint(state.global_step), state.global_step, self.saved_run)
 
 
 class MemoryProbe(TrainerCallback):
@@ -281,6 +284,7 @@ def main(run_yaml: str) -> None:
         # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
         paddle.set_device("cpu")
         cpu_backend.install()
+    checkpoint_fixes.install()  # unified checkpoints resumed on another layout (llmpt/train/checkpoint_fixes.py)
     parser = PdArgumentParser((PretrainArguments, ModelArguments))
     args, model_args = parser.parse_dict({**cfg.training_args, **cfg.model_args})
     paddle.set_device(args.device)
@@ -310,6 +314,7 @@ def main(run_yaml: str) -> None:
 
     train_ds, valid_ds = _datasets(cfg, args)
     probe = MemoryProbe()
+    clock = CheckpointClock()
     trainer = PretrainTrainer(
         model=model,
         args=args,
@@ -318,6 +323,7 @@ def main(run_yaml: str) -> None:
         eval_dataset=valid_ds if args.do_eval else None,
         optimizers=(None, _lr_scheduler(args)),
         optimizer_name=cfg.train.optimizer,
+        checkpoint_clock=clock,
         tokenizer=tokenizer,
         callbacks=[
             MetricsCallback(
@@ -327,7 +333,8 @@ def main(run_yaml: str) -> None:
                 _documents(valid_ds) if args.do_eval else None,
             ),
             probe,
-            CheckpointMarker(run),
+            CheckpointMarker(run, saved_run_record(cfg)),
+            CheckpointTimes(run, clock, cfg.resume_from),  # after the marker: the save is complete by then
         ],
     )
     trainer.train(resume_from_checkpoint=cfg.resume_from)

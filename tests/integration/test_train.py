@@ -133,7 +133,8 @@ def test_failing_rank_exits_nonzero_and_shows_its_log(llmpt, tmp_path, dp1_30):
     bad = tmp_path / "init"
     bad.mkdir()
     shutil.copy(out / "config.json", bad / "config.json")
-    (bad / "model_state.pdparams").write_bytes((out / "model_state.pdparams").read_bytes()[:1000])
+    # the run's weights (a unified checkpoint: safetensors), cut short and named as a paddle.save file
+    (bad / "model_state.pdparams").write_bytes((out / "model-00001-of-00001.safetensors").read_bytes()[:1000])
     r = llmpt(
         "train", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--init-from", bad, "--max-steps", "3",
         "-o", tmp_path / "run", check=False,
@@ -176,7 +177,8 @@ def test_outputs_of_a_run(dp1_30):
     cfg = load_run_yaml(out / "run.yaml")
     assert (cfg.model.id, cfg.strategy.name, cfg.world_size) == ("llama-tiny", "dp1", 1)
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "model_state.pdparams").is_file() and (out / "config.json").is_file()
+    # the final model is a unified checkpoint (whole tensors, safetensors + index) that any layout loads
+    assert (out / "model.safetensors.index.json").is_file() and (out / "config.json").is_file()
     assert summary["final_loss"] == summary["losses"][-1]["loss"]
 
 

@@ -1,0 +1,199 @@
+"""Every change llmpt makes to PaddleNLP's checkpoint code, as one table (FIXES), on every device.
+
+llmpt saves unified checkpoints (one set of whole, un-split tensors however the run was laid out) so that `--resume`
+can continue on another layout; PaddleNLP merges the tensor-parallel shards on save and re-splits them on load by each
+family's split rules (`_get_tensor_parallel_mappings`). PaddleNLP 3.0.0b4 gets two things wrong, on any device: a run
+of one rank resuming a checkpoint that several ranks wrote reads only the first file, and the gpt and bloom rules
+leave out the LM head, which is the word embedding itself (tied), split like it. Each Fix names one target, what
+stands in for it and why; install() applies them in the rank before the Trainer is built.
+
+Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
+  * "global": a module-level name inside one PaddleNLP module only (that module's global) becomes a function that
+    receives PaddleNLP's original first; nothing else sees a change. Fix.uses pins how often the module's source
+    calls the name (each call was read and is right to answer so).
+  * "classmethod": a classmethod of one class, replaced on that class (its subclasses inherit it); the replacement
+    receives the original function, then the class.
+Fix.expects_signature pins the original's parameters: install() checks every fix and refuses, naming it, when
+PaddleNLP moved (tests/unit/test_checkpoint_fixes.py runs the same check).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llmpt.versions import PADDLENLP
+
+
+class CheckpointFixError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One name in one PaddleNLP module and what stands in for it."""
+
+    target: str  # "module:global_name" or "module:Class.method"
+    mechanism: Literal["global", "classmethod"]
+    expects_signature: tuple[str, ...]  # the original's parameter names
+    why: str
+    replacement: Callable[..., Any]  # called as replacement(original, *args, **kwargs)
+    uses: int | None = None  # "global" only: how often the module's source calls global_name(
+
+    @property
+    def name(self) -> str:
+        module, attr = self.target.split(":")
+        return f"{module.rsplit('.', 1)[-1]}.{attr}"
+
+
+def shards_of(checkpoint_file: str) -> list[str]:
+    """Every file of the sharded safetensors set `checkpoint_file` belongs to, by the index next to it that lists it
+    (model.safetensors.index.json, optimizer.safetensors.index.json, master_weights.safetensors.index.json); just
+    the file when no index lists it."""
+    path = Path(checkpoint_file)
+    for index in sorted(path.parent.glob("*.index.json")):
+        try:
+            files = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue
+        if path.name in files:
+            return [str(path.parent / f) for f in sorted(files)]
+    return [str(path)]
+
+
+def _load_every_shard(original, checkpoint_file, *args, **kwargs):
+    """load_state_dict of the whole sharded set `checkpoint_file` opens (keys are disjoint across the files)."""
+    state: dict[str, Any] = {}
+    for shard in shards_of(str(checkpoint_file)):
+        state.update(original(shard, *args, **kwargs))
+    return state
+
+
+def _with_tied_head(head: str):
+    """A _get_tensor_parallel_mappings replacement that adds `head` (the LM head, which is the word embedding's own
+    tensor) with the word embedding's split rule."""
+
+    def mappings(original, cls, config, is_split=True):
+        actions = original(cls, config, is_split=is_split)
+        if "word_embeddings.weight" in actions:
+            actions[head] = actions["word_embeddings.weight"]
+        return actions
+
+    return mappings
+
+
+_UC = "paddlenlp.trainer.unified_checkpoint"
+_MAPPINGS_SIGNATURE = ("cls", "config", "is_split")
+
+FIXES: tuple[Fix, ...] = (
+    Fix(
+        f"{_UC}.load_save_single_card:load_state_dict",
+        "global",
+        ("checkpoint_file", "tensor_parallel_split_mapping", "fliter_dict_keys", "device", "ckpt_quant_stage"),
+        "load_single_card_checkpoint and load_single_card_optimizer (the unified-checkpoint load of a one-rank run)"
+        " read only resolved_archive_file[0], the first of the files the index lists: resuming a pp2 checkpoint"
+        " (model-00001-of-00002 + -00002-of-00002) on dp1 silently kept the second stage's layers at their initial"
+        " weights (losses 4.5e-2 off). Its three calls (weights, optimizer moments, master weights) each get the"
+        " first file; they now read every file that index lists.",
+        _load_every_shard,
+        uses=3,
+    ),
+    Fix(
+        "paddlenlp.transformers.bloom.modeling:BloomPreTrainedModel._get_tensor_parallel_mappings",
+        "classmethod",
+        _MAPPINGS_SIGNATURE,
+        "BloomForCausalLM's lm_head.decoder_weight is the word embedding's tensor (tied), vocabulary-split under tp,"
+        " but the rules split only word_embeddings.weight: a tp2 unified checkpoint stored rank 0's half of the head"
+        " (and of its AdamW moments) as if whole, so resuming it on dp1 failed and on tp2 itself silently went wrong"
+        " (losses 1e-2 off at the first step). The head now takes the embedding's rule.",
+        _with_tied_head("lm_head.decoder_weight"),
+    ),
+    Fix(
+        "paddlenlp.transformers.gpt.modeling:GPTPretrainedModel._get_tensor_parallel_mappings",
+        "classmethod",
+        _MAPPINGS_SIGNATURE,
+        "GPTForCausalLM's lm_head.weight is the word embedding's tensor (tied), vocabulary-split under tp, but the"
+        " rules split only word_embeddings.weight: --init-from a whole checkpoint on tp2 failed (lm_head.weight"
+        " [2048, 64] into [1024, 64]) and a tp2 unified checkpoint stored rank 0's half as if whole. The head now"
+        " takes the embedding's rule.",
+        _with_tied_head("lm_head.weight"),
+    ),
+)
+
+_INSTALLED = False
+
+
+def _resolve(fix: Fix):
+    """(owner: module or class, attribute name, PaddleNLP's original function). LookupError naming what is gone."""
+    module_name, path = fix.target.split(":")
+    try:
+        owner = importlib.import_module(module_name)
+    except ImportError as e:
+        raise LookupError(f"module {module_name} is gone ({e})") from None
+    *classes, attr = path.split(".")
+    for name in classes:
+        if not isinstance(getattr(owner, name, None), type):
+            raise LookupError(f"{module_name}.{name} is gone")
+        owner = getattr(owner, name)
+    obj = owner.__dict__.get(attr)
+    if obj is None:
+        raise LookupError(f"{module_name}.{path} is gone")
+    if fix.mechanism == "classmethod":
+        if not isinstance(obj, classmethod):
+            raise LookupError(f"{module_name}.{path} is not a classmethod")
+        obj = obj.__func__
+    return owner, attr, getattr(obj, "__llmpt_original__", obj)
+
+
+def check_fix(fix: Fix) -> list[str]:
+    """What no longer holds about this fix's target in the installed PaddleNLP; empty when the fix still fits."""
+    try:
+        owner, attr, original = _resolve(fix)
+    except LookupError as e:
+        return [str(e)]
+    problems = []
+    try:
+        found = tuple(inspect.signature(original).parameters)
+    except (TypeError, ValueError):
+        found = None
+    if found != fix.expects_signature:
+        problems.append(f"parameters {found}, the fix expects {fix.expects_signature}")
+    if fix.uses is not None:
+        source = inspect.getsource(owner)
+        calls = source.count(f"{attr}(") - source.count(f"_{attr}(") - source.count(f"def {attr}(")
+        if calls != fix.uses:
+            problems.append(f"{owner.__name__} calls {attr}() {calls} times; the fix was read for {fix.uses}")
+    return problems
+
+
+def install() -> None:
+    """Apply every fix (idempotent). Raises CheckpointFixError on another PaddleNLP release or a moved target."""
+    global _INSTALLED
+    import paddlenlp
+
+    if _INSTALLED:
+        return
+    if paddlenlp.__version__ != PADDLENLP:
+        raise CheckpointFixError(
+            f"checkpoint_fixes was written against paddlenlp=={PADDLENLP}; found {paddlenlp.__version__}. "
+            "Its checkpoint code may differ; refusing to patch."
+        )
+    problems = [f"{f.name}: {msg}" for f in FIXES for msg in check_fix(f)]
+    if problems:
+        raise CheckpointFixError("checkpoint_fixes: PaddleNLP no longer matches these fixes: " + "; ".join(problems))
+    for fix in FIXES:
+        owner, attr, original = _resolve(fix)
+
+        @functools.wraps(original)
+        def fixed(*args, _fix=fix, _original=original, **kwargs):
+            return _fix.replacement(_original, *args, **kwargs)
+
+        fixed.__llmpt_original__ = original
+        setattr(owner, attr, classmethod(fixed) if fix.mechanism == "classmethod" else fixed)
+    _INSTALLED = True
