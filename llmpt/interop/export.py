@@ -182,11 +182,14 @@ def export(given: str, output: str, fmt: str = "hf", dtype: str | None = None, m
     src = find_source(given)
     config = _clean_config(src.config)
     conv = families.conversion(src.family)
-    if fmt == "hf":
-        try:
+    try:
+        conv.paddle_shapes(config)
+        if fmt == "hf":
             conv.to_hf(config, True)  # a config Hugging Face's layout cannot express is refused before reading
-        except families.ConversionRefused as e:
-            raise ExportError(f"{given}: {e}") from None
+    except families.ConversionRefused as e:
+        raise ExportError(f"{given}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{given}: its config.json lacks {e} (a {src.family} config states it)") from None
     check_output(out)
     try:
         state = checkpoint.read_state(src.weights_dir, src.family, src.config)

@@ -282,8 +282,9 @@ def check_tensors(given: str, found_layout: str, tensors: dict[str, safetensors.
         if any(n.endswith(fused) for n in tensors):
             optional = set(expected)  # fused names stand in for some plain ones; PaddleNLP splits them on load
         head = conv.head(pcfg)
-        if head is not None and head.paddle is None:
-            optional.add("lm_head.weight")
+        if head is None or head.paddle is None:  # tied: PaddleNLP may save the head too (the embedding itself)
+            optional |= {"lm_head.weight", "lm_head.decoder_weight"}
+            expected = {**expected, **{n: tensors[n].shape for n in optional & set(tensors) if n.startswith("lm_")}}
     else:
         by_name = hf_names(tensors, conv)
         head = conv.head(pcfg)

@@ -63,6 +63,12 @@ class SavedRun:
         return self.degrees, self.stage, self.virtual_pp
 
     @property
+    def layout_text(self) -> str:
+        """'tp2sd2_stage1 (dp1 x tp2 x sd2)'; just the name when it says everything."""
+        described = self.degrees.describe()
+        return self.strategy if described == self.strategy else f"{self.strategy} ({described})"
+
+    @property
     def batch_text(self) -> str:
         return f"micro batch {self.micro_batch_size} x accumulation {self.grad_accum} x {_readers(self.degrees)}"
 
@@ -199,7 +205,7 @@ def check_resume(cfg: RunConfig) -> RunConfig:
         stays = "under sharding stage 3 every checkpoint stays on its layout" if stage3 else "its next ones can move"
         raise LlmptError(
             f"--resume --strategy {now.strategy}: {where} was saved per rank, not as a unified checkpoint ({why}); "
-            f"it can only continue on {saved.strategy} ({saved.degrees.describe()})",
+            f"it can only continue on {saved.layout_text}",
             f"resume with --strategy {saved.strategy}; {stays}",
         )
     if now.global_batch != saved.global_batch:
@@ -226,9 +232,8 @@ def check_resume(cfg: RunConfig) -> RunConfig:
         return cfg
     step = int(ckpt.name.rsplit("-", 1)[1])
     note = (
-        f"--resume: {ckpt.name} was saved by {saved.strategy} ({saved.degrees.describe()}); continuing on "
-        f"{now.strategy} ({now.degrees.describe()}): PaddleNLP's unified checkpoint re-splits the weights and "
-        f"optimizer state; global batch {now.global_batch} x {now.seq_len} tokens kept, data continues at sequence "
-        f"{step * now.global_batch}"
+        f"--resume: {ckpt.name} was saved by {saved.layout_text}; continuing on {now.layout_text}: PaddleNLP's "
+        f"unified checkpoint re-splits the weights and optimizer state; global batch {now.global_batch} x "
+        f"{now.seq_len} tokens kept, data continues at sequence {step * now.global_batch}"
     )
     return cfg.model_copy(update={"notes": [*cfg.notes, note]})

@@ -51,7 +51,7 @@ def command_of(argv: list[str]) -> str:
 
 EVERY_COMMAND = {
     "presets list", "presets show", "presets validate", "models list", "models show", "plan", "matrix",
-    "matrix --verify", "prepare-data", "train", "rehearse", "doctor", "launch-script", "run-node",
+    "matrix --verify", "prepare-data", "train", "rehearse", "doctor", "launch-script", "run-node", "export",
 }  # fmt: skip
 
 
@@ -146,10 +146,36 @@ def _setup(case, dirs: dict[str, Path], datasets, ctx, holders):
             s.listen(1)
             holders.append(s)
             ctx["port"] = s.getsockname()[1]
+        elif kind in ("hf_weights", "paddle_weights"):  # a tiny model's directory in either layout (zeros)
+            _write_weights(tmp / arg["path"], "hf" if kind == "hf_weights" else "paddle", arg)
         elif kind == "run_yaml":  # a valid run.yaml (llmpt train --dry-run's), then `edit` applied to it
             _write_run_yaml(tmp / arg["path"], datasets, dirs, arg.get("set", {}), arg.get("drop", []))
         else:
             raise AssertionError(f"unknown setup op {kind}")
+
+
+def _write_weights(directory: Path, fmt: str, arg: dict) -> None:
+    """config.json + model.safetensors of a registry model (`model`) with its PaddleNLP config changed by `set`, in
+    the Hugging Face (`hf_weights`) or PaddleNLP layout; then `hf_set` changes the written config.json and `tensor`
+    ({name, shape}) replaces one tensor's shape."""
+    import numpy as np
+
+    from llmpt.interop import convert, families, safetensors
+    from llmpt.models.registry import paddlenlp_config, resolve_model
+
+    spec = resolve_model(arg["model"])
+    config = {**paddlenlp_config(spec, 64), **arg.get("set", {})}
+    state = {n: np.zeros(s, np.float32) for n, s in families.conversion(spec.family).paddle_shapes(config).items()}
+    directory.mkdir(parents=True)
+    convert.write_model(directory, fmt, spec.family, config, state, "F32", 2**40)
+    if arg.get("hf_set"):
+        written = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**written, **arg["hf_set"]}))
+    if arg.get("tensor"):
+        infos = safetensors.read_headers(directory)
+        tensors = {n: safetensors.pending(np.zeros(i.shape, np.float32), "F32") for n, i in infos.items()}
+        tensors[arg["tensor"]["name"]] = safetensors.pending(np.zeros(arg["tensor"]["shape"], np.float32), "F32")
+        safetensors.write_file(directory / "model.safetensors", tensors, {"format": "pt"})
 
 
 def _write_run_yaml(path: Path, datasets, dirs, changes: dict, drop: list[str]) -> None:

@@ -436,3 +436,27 @@ def test_train_refuses_weights_of_another_model_before_writing(cli, tiny_data, t
     assert r.stderr.startswith(f"error: --init-from {tmp_path / 'hf'}: config.json gives num_hidden_layers 2, but "
                                "llama-tiny has 4")  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sharded_directory_whose_index_names_a_missing_shard_is_refused(tmp_path):
+    write_hf(tmp_path / "hf", "llama-tiny", max_bytes=200_000)
+    index = json.loads((tmp_path / "hf" / safetensors.INDEX_NAME).read_text())["weight_map"]
+    (tmp_path / "hf" / sorted(set(index.values()))[1]).unlink()
+    assert "which is not in" in refusal(tmp_path, str(tmp_path / "hf"))
+
+
+def test_a_unified_checkpoint_is_a_paddlenlp_source(tmp_path):
+    """What llmpt's runs save: PaddleNLP's names in sharded safetensors, the optimizer's files beside them, and a
+    tied head saved as well (gpt)."""
+    config = tiny_config("gpt-tiny")
+    state = random_state("gpt", config)
+    state["lm_head.weight"] = state["gpt.embeddings.word_embeddings.weight"]
+    d = tmp_path / "checkpoint-4"
+    d.mkdir()
+    pend = {n: safetensors.pending(a, "F32") for n, a in state.items()}
+    safetensors.write_sharded(d, pend, {"format": "np"}, 400_000)
+    (d / "optimizer.safetensors.index.json").write_text('{"weight_map": {}}')
+    (d / "config.json").write_text(json.dumps(config))
+    found = find_init(str(d), resolve_model("gpt-tiny"))
+    assert (found.layout, found.load_dir) == ("paddle", d)
+    assert checkpoint.read_state(d, "gpt", config).tensors.keys() == state.keys()
