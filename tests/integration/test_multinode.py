@@ -59,6 +59,7 @@ def test_two_train_launchers_as_two_nodes_match_one_node(llmpt, tmp_path, one_no
     ]  # fmt: skip
     first, second = done(nodes[0]), done(nodes[1])
     assert first["world_size"] == 2 and second == {
+        "schema": "llmpt.node-summary/1",
         "node_rank": 1,
         "ranks_finished": True,
         "summary": f"on node 0, {tmp_path / 'node1'}/summary.json",

@@ -36,8 +36,9 @@ def test_a_passthrough_value_reaches_the_ranks_parser(tmp_path):
     from llmpt.train.args import ModelArguments, PretrainArguments
 
     s = Strategy(name="dp1")  # fp32, one rank: what a CPU process can parse
-    extra = {"adam_epsilon": 1e-6, "logging_first_step": True, "optim": "adamw_mini", "decay_steps": 50}
-    ta = run_training_args(expand(s, 1), s, TrainSettings(max_steps=100), str(tmp_path), "cpu", extra)
+    extra = {"adam_epsilon": 1e-6, "logging_first_step": True, "decay_steps": 50}
+    train = TrainSettings(max_steps=100, optimizer="adamw_mini")  # optim's one owner
+    ta = run_training_args(expand(s, 1), s, train, str(tmp_path), "cpu", extra)
     args, _ = PdArgumentParser((PretrainArguments, ModelArguments)).parse_dict(ta)
     assert (args.adam_epsilon, args.logging_first_step, args.decay_steps) == (1e-6, True, 50)
     assert str(getattr(args.optim, "value", args.optim)) == "adamw_mini"
