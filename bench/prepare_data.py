@@ -67,6 +67,8 @@ def make_corpus(path: Path, mb: float) -> Path:
                 f.write(line)
                 written += len(line.encode())
                 n += 1
+                if written >= mb * 1e6:
+                    break
     return path
 
 
@@ -174,7 +176,8 @@ def _child(args) -> None:
     run = run_baseline if args.child == "baseline" else run_llmpt
     out = run(Path(args.corpus), args.prefix, args.child_workers, args.tokenizer_dir)
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["workers_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # the encoding workers' own report (RUSAGE_CHILDREN would also count whatever paddle forks at import)
+    out["workers_rss_mb"] = (out.get("encoder") or {}).get("worker_peak_rss_mb", float("nan"))
     print("RESULT " + json.dumps(out))
 
 
@@ -194,7 +197,8 @@ def timed(kind: str, corpus: Path, prefix: str, workers: int, tokenizer_dir: Pat
     r |= {
         "wall": wall,
         "startup": t_first - launch,
-        "steady_mbs": (size - bytes_first) / 1e6 / max(end - t_first, 1e-9),
+        # meaningless when the first document came after most of the input (small corpora): nan
+        "steady_mbs": (size - bytes_first) / 1e6 / max(end - t_first, 1e-9) if bytes_first < size / 2 else float("nan"),
         "load": (load0 + os.getloadavg()[0]) / 2,
     }
     return r

@@ -78,6 +78,7 @@ class ChunkResult:
     # (raw document text, its ids without EOS) for the parent's self-check against PaddleNLP's tokenizer
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
     paddle_loaded: bool = False  # whether this worker process has imported paddle (it must not, on a fast path)
+    peak_rss_kb: int = 0  # the encoding process's peak resident memory so far
 
 
 def _native_threads_to_one() -> None:
@@ -480,4 +481,7 @@ def encode_chunk(chunk: Chunk, enc: Encoder, sample: bool = True) -> ChunkResult
     result.tokens = flat.astype(dtype).tobytes()
     result.sizes = sizes.astype(np.int32)
     result.paddle_loaded = "paddle" in sys.modules
+    import resource
+
+    result.peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return result

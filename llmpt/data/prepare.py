@@ -364,7 +364,7 @@ def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict,
 
     start = time.perf_counter()
     checker = SampleChecker(tok, spec, probed)
-    documents = tokens = skipped = empty = bytes_in = 0
+    documents = tokens = skipped = empty = bytes_in = peak_rss_kb = 0
     bad_lines: list[dict] = []
     bin_hash = hashlib.sha256()
     with _AtomicOutputs(prefix) as out:
@@ -382,6 +382,7 @@ def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict,
                 skipped += r.bad
                 empty += r.empty
                 bytes_in += r.bytes_in
+                peak_rss_kb = max(peak_rss_kb, r.peak_rss_kb)
                 for f, line, why in r.bad_lines:
                     if len(bad_lines) < MAX_BAD_REPORTED:
                         bad_lines.append({"file": f, "line": line, "reason": why})
@@ -403,6 +404,8 @@ def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict,
         write_index(out.tmp["idx"], out.tmp["sizes"], np.dtype(spec.dtype))
         seconds = time.perf_counter() - start
         encoder = {"family": spec.family, "backend": spec.backend, "self_check": checker.summary(documents)}
+        if pool.pool is not None:
+            encoder["worker_peak_rss_mb"] = round(peak_rss_kb / 1024, 1)
         manifest = out.finish(
             {
                 "documents": documents,
