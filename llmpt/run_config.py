@@ -150,6 +150,22 @@ class DataSection(_Section):
     seq_len: int = Field(ge=8, description="Training sequence length.")
     tokenizer_dir: str = Field(description="Tokenizer the data was prepared with (for EOS and vocab size).")
     manifests: dict[str, dict[str, Any]] = Field(default_factory=dict, description="prepare-data manifests seen.")
+    weights: list[float] | None = Field(
+        None, description="Share of each prefix in the training mix (normalised; from WEIGHT:PREFIX or token counts)."
+    )
+    epochs: list[float | None] | None = Field(
+        None, description="How many times the run will see each prefix's training documents (None: count unknown)."
+    )
+    repeat_warning: float = Field(
+        4.0, gt=0, description="Warn when the run will see a corpus more than this many times (epochs)."
+    )
+
+    def blend(self) -> list[Any]:
+        """PaddleNLP's data_prefix: one prefix, or [w1, prefix1, w2, prefix2, …] blended by those weights."""
+        if len(self.prefixes) == 1:
+            return list(self.prefixes)
+        weights = self.weights or [1.0] * len(self.prefixes)
+        return [x for w, p in zip(weights, self.prefixes, strict=True) for x in (w, p)]
 
 
 class RunConfig(_Section):

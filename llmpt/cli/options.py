@@ -13,7 +13,12 @@ MODEL = typer.Argument(..., help="Model id or alias, e.g. qwen-7b or meta-llama/
 _STRATEGY_HELP = "Strategy preset/name (llmpt presets list) or YAML file."
 STRATEGY = typer.Option(None, "--strategy", "-s", help=_STRATEGY_HELP + " Default: the demo's dp2 (train only).")
 STRATEGY_REQUIRED = typer.Option(..., "--strategy", "-s", help=_STRATEGY_HELP)
-DATA = typer.Option(None, "--data", help="Prepared prefix (repeatable). Tiny models: the shipped corpus.")
+DATA = typer.Option(
+    None,
+    "--data",
+    help="Prepared prefix, or WEIGHT:PREFIX (repeatable; weights are normalised; bare prefixes weigh by their token "
+    "counts). Tiny models: the shipped corpus.",
+)
 DEVICE = typer.Option(
     None, "--device", help="gpu or cpu (default: gpu; llmpt train runs on this machine's CPU when it has no GPU)."
 )

@@ -59,7 +59,8 @@ FLAGS = {
     ("seq_len",): "--seq-len",
     ("data", "prefixes"): "--data",
 }
-DATA_KEYS = ("prefixes", "split")  # what a user sets under data: (the rest comes from the prepared data)
+# what a user sets under data: (the rest comes from the prepared data)
+DATA_KEYS = ("prefixes", "split", "repeat_warning")
 
 
 def _training_args_section() -> Section:

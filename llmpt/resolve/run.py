@@ -4,10 +4,12 @@ need (resume included). Nothing here writes to the run directory; launch/ does t
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 from llmpt import __version__
-from llmpt.errors import LlmptError, ModelError
+from llmpt.errors import LlmptError, LlmptWarning, ModelError
 from llmpt.interop.source import check_tokenizer, find_init
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
@@ -48,7 +50,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
         said = given.show(("train", "dropout")) if given else f"train.dropout {train.dropout}"
         raise ModelError(f"{said}: {e.message.split(': ', 1)[-1]}", e.hint) from None
 
-    prefixes = _data_prefixes(req, layers, spec)
+    prefixes, given_weights = _weighted(_data_prefixes(req, layers, spec))
     if from_scratch:
         # run_pretrain.py: from scratch, the vocabulary grows to the tokenizer's, rounded up to 128
         model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(_tokenizer_vocab(prefixes)))
@@ -61,6 +63,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
         )
     manifests, tokenizer_dir = check_data(prefixes, model_cfg["vocab_size"])
     check_split_documents(layers, manifests | _unprepared(prefixes))
+    weights, epochs = _mix(prefixes, given_weights, manifests | _unprepared(prefixes), layers, train, plan)
     if init is not None:
         # the weights' tokenizer must be the data's; the data's copy (which prepare-data loaded) is the one used
         data_tokenizers = {p: m["tokenizer"] for p, m in (manifests | _unprepared(prefixes)).items()}
@@ -100,6 +103,9 @@ def resolve_run(req: RunRequest) -> RunConfig:
             seq_len=plan.seq_len,
             tokenizer_dir=tokenizer_dir,
             manifests=manifests,
+            weights=weights,
+            epochs=epochs,
+            repeat_warning=layers.section("data").get("repeat_warning", 4.0),
         ),
         train=train,
         notes=[*layers.notes, *plan.notes],
@@ -121,6 +127,63 @@ def _data_prefixes(req: RunRequest, layers, spec: ModelSpec) -> list[str]:
             raise LlmptError(f"--data {blank!r}: an empty prefix", "pass --data PREFIX (PREFIX.bin and PREFIX.idx)")
         return list(prefixes)
     return [_shipped_corpus()] if req.demo or spec.id.endswith("-tiny") else []
+
+
+def _weighted(items: list[str]) -> tuple[list[str], list[float] | None]:
+    """`--data 0.7:PREFIX --data 0.3:PREFIX` -> prefixes and their weights; bare prefixes -> (prefixes, None)."""
+    prefixes, weights = [], []
+    for item in items:
+        head, sep, rest = str(item).partition(":")
+        try:
+            w = float(head) if sep and rest else None
+        except ValueError:
+            w = None  # a ':' inside a path, not a weight
+        if w is not None and not (w > 0 and math.isfinite(w)):
+            raise LlmptError(f"--data {item}: the weight must be a number > 0", "e.g. --data 0.7:PREFIX")
+        prefixes.append(rest if w is not None else str(item))
+        weights.append(w)
+    given = [w for w in weights if w is not None]
+    if given and len(given) != len(weights):
+        bare = next(p for p, w in zip(prefixes, weights, strict=True) if w is None)
+        raise LlmptError(
+            f"--data {bare}: give every prefix a weight or none (without weights each weighs by its tokens)",
+            f"e.g. --data 0.5:{bare}",
+        )
+    return prefixes, [w / sum(given) for w in given] if given else None
+
+
+def _mix(prefixes, given, facts, layers, train, plan) -> tuple[list[float], list[float | None]]:
+    """Each prefix's share of the training mix (given, else by its tokens) and how many times the run will see its
+    training documents; a note per corpus, and a warning above data.repeat_warning epochs."""
+    from llmpt.data.prepare import open_prepared
+
+    tokens: list[int | None] = []
+    for p in prefixes:
+        n = (facts.get(p) or {}).get("tokens")
+        if n is None and not _unprepared([p]):
+            n = int(open_prepared(p, "--data")[0].sizes.sum())  # data without a manifest: count it
+        tokens.append(None if n is None else int(n))
+    if given is None:
+        counted = all(tokens)
+        given = [t / sum(tokens) for t in tokens] if counted else [1 / len(tokens)] * len(tokens)  # type: ignore
+    split = [float(x) for x in str(layers.split).split(",")]
+    train_share = split[0] / sum(split)
+    b = plan.strategy.batch
+    run_tokens = train.max_steps * b.micro_batch_size * b.grad_accum * plan.expansion.degrees.data_degree * plan.seq_len
+    limit = float(layers.section("data").get("repeat_warning", 4.0))
+    epochs: list[float | None] = []
+    for p, t, w in zip(prefixes, tokens, given, strict=True):
+        e = run_tokens * w / (t * train_share) if t else None
+        epochs.append(None if e is None else round(e, 4))
+        seen = "unknown" if e is None else f"{e:.2f}"
+        layers.notes.append(f"data {p}: {t if t is not None else '?'} tokens, weight {w:.3f}, ~{seen} epochs")
+        if e is not None and e > limit:
+            warnings.warn(
+                f"data {p}: the run will see it ~{e:.1f} times (more than data.repeat_warning {limit:g})",
+                LlmptWarning,
+                stacklevel=2,
+            )
+    return given, epochs
 
 
 def _shipped_corpus() -> str:

@@ -215,8 +215,7 @@ def _collate(samples):
 
 
 def _datasets(cfg: RunConfig, args: PretrainArguments):
-    prefixes = cfg.data.prefixes
-    data_prefix = prefixes if len(prefixes) == 1 else [x for p in prefixes for x in (1.0, p)]
+    data_prefix = cfg.data.blend()  # run.yaml's mix: PaddleNLP's builder blends the prefixes by their weights
     world = args.dataset_world_size
     num_samples = [
         args.per_device_train_batch_size * world * args.max_steps * args.gradient_accumulation_steps,
