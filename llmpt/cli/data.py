@@ -64,7 +64,8 @@ def prepare_data(
         f"[green]wrote[/] {result.output_prefix}.bin/.idx: {result.documents:,} documents, {result.tokens:,} tokens "
         f"({result.dtype}, {result.bin_bytes / 1e6:.1f} MB) in {result.seconds:.1f} s — "
         f"{result.tokens_per_sec:,.0f} tokens/s, {mb / max(result.seconds, 1e-9):.1f} MB/s; "
-        f"skipped {result.skipped} bad lines, {result.empty} empty documents; tokenizer {result.tokenizer}",
+        f"skipped {result.skipped} bad lines, {result.empty} empty documents; tokenizer {result.tokenizer}"
+        + (f" (encoder {result.encoder['backend']}, ids checked against PaddleNLP)" if result.encoder else ""),
         highlight=False,
         soft_wrap=True,
     )

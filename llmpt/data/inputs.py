@@ -81,11 +81,54 @@ def _open(f: InputFile):
     return gzip.open(f.path, "rb") if f.gzipped else f.path.open("rb")
 
 
+def _line_too_long(f: InputFile, line_no: int, fh, seen: int) -> DataError:
+    """The refusal for a line past MAX_LINE_BYTES, with its whole length (read to its end, not kept)."""
+    for block in iter(lambda: fh.read(1 << 22), b""):
+        end = block.find(b"\n")
+        if end >= 0:
+            seen += end
+            break
+        seen += len(block)
+    return DataError(
+        f"input {f.path}:{line_no}: one line of {seen / 2**20:.0f} MB, more than the "
+        f"{MAX_LINE_BYTES >> 20} MB a document may have (a file without line breaks?)",
+        "put one document per line (jsonl) or separate documents by blank lines (text)",
+    )
+
+
+def _jsonl_chunks(f: InputFile, fh, chunk_bytes: int) -> Iterator[Chunk]:
+    # blocks cut at their last line end: no Python work per line (the parent reads for every worker)
+    carry, line_no = b"", 1
+    for block in iter(lambda: fh.read(chunk_bytes), b""):
+        data = carry + block
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) > MAX_LINE_BYTES:
+                raise _line_too_long(f, line_no, fh, len(data))
+            carry = data
+            continue
+        carry = data[cut:]
+        if len(carry) > MAX_LINE_BYTES:
+            raise _line_too_long(f, line_no + data.count(b"\n", 0, cut), fh, len(carry))
+        chunk = data[:cut]
+        longest = max(map(len, chunk.split(b"\n"))) if len(chunk) > MAX_LINE_BYTES else 0
+        if longest > MAX_LINE_BYTES:
+            first = next(i for i, ln in enumerate(chunk.split(b"\n")) if len(ln) > MAX_LINE_BYTES)
+            raise _line_too_long(f, line_no + first, fh, longest)
+        yield Chunk(str(f.path), f.fmt, line_no, chunk)
+        line_no += chunk.count(b"\n")
+    if carry:
+        yield Chunk(str(f.path), f.fmt, line_no, carry)
+
+
 def iter_chunks(files: list[InputFile], chunk_bytes: int = CHUNK_BYTES) -> Iterator[Chunk]:
     """Chunks of ~chunk_bytes; jsonl cut at line ends, text cut at blank lines (document boundaries)."""
     for f in files:
         try:
             with _open(f) as fh:
+                if f.fmt == "jsonl":
+                    yield from _jsonl_chunks(f, fh, chunk_bytes)
+                    continue
                 buf: list[bytes] = []
                 size, start, line_no = 0, 1, 0
                 for line in fh:
@@ -98,8 +141,7 @@ def iter_chunks(files: list[InputFile], chunk_bytes: int = CHUNK_BYTES) -> Itera
                         )
                     buf.append(line)
                     size += len(line)
-                    boundary = f.fmt == "jsonl" or not line.strip()
-                    if size >= chunk_bytes and boundary:
+                    if size >= chunk_bytes and not line.strip():
                         yield Chunk(str(f.path), f.fmt, start, b"".join(buf))
                         buf, size, start = [], 0, line_no + 1
                 if buf:

@@ -19,7 +19,7 @@ from llmpt.errors import LlmptWarning
 # create_pretraining_data.py's Converter.remove_repeated_chars, verbatim (no re.S)
 _PADDLENLP_REPEATS = re.compile(r"(.)\1{" + str(MAX_REPEATED_LEN) + ",}")
 MIN_SAMPLE_CHARS = 256 << 10  # always affordable: the first samples are checked whatever the budget
-SAMPLE_SHARE = 0.004  # afterwards the parent re-tokenizes at most this share of the input's characters
+SAMPLE_SHARE = 0.001  # afterwards the parent re-tokenizes at most this share of the input's characters
 
 
 class Divergence(Exception):

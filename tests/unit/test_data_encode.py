@@ -133,3 +133,27 @@ def test_sentencepiece_word_by_word_refuses_a_piece_across_words(tmp_path):
     (tmp_path / "m.model").write_bytes(proto.SerializeToString())
     with pytest.raises(ValueError, match="spans U\\+2581 word boundaries"):
         encode._SentencePieceWords(EncoderSpec(**{**spec.__dict__, "model_path": str(tmp_path / "m.model")}))
+
+
+def test_jsonl_chunks_are_whole_lines_with_their_line_numbers(tmp_path):
+    from llmpt.data.inputs import discover_inputs, iter_chunks
+
+    lines = [f'{{"text": "document {i} {"x" * (i % 37)}"}}\n' for i in range(500)]
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(lines) + '{"text": "no final newline"}')
+    chunks = list(iter_chunks(discover_inputs([str(p)]), chunk_bytes=333))
+    assert b"".join(c.data for c in chunks) == p.read_bytes()
+    for c in chunks:
+        first = c.data.split(b"\n")[0].decode()
+        assert first == lines[c.first_line - 1].rstrip("\n") if c.first_line <= 500 else "no final newline" in first
+    assert len(chunks) > 20 and all(c.data.endswith(b"\n") for c in chunks[:-1])
+
+
+def test_a_jsonl_line_past_the_limit_is_named_with_its_size(tmp_path, monkeypatch):
+    from llmpt.data import inputs
+
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 1000)
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"text": "ok"}\n' * 3 + '{"text": "' + "y" * 5000 + '"}\n{"text": "after"}\n')
+    with pytest.raises(inputs.DataError, match=r"c.jsonl:4: one line of 0 MB"):
+        list(inputs.iter_chunks(inputs.discover_inputs([str(p)]), chunk_bytes=64))
