@@ -173,3 +173,17 @@ def test_manifest_records_the_tokenizer_for_train(tmp_path):
     assert (a["name"], a["class"], a["vocab_size"], a["num_ids"]) == ("qwen2", "Qwen2Tokenizer", 1024, 1028)
     assert set(a["files"]) == {"merges.txt", "tokenizer_config.json", "vocab.json"}
     assert len(a["sha256"]) == 64 and a["sha256"] != b["sha256"]
+
+
+@pytest.mark.slow
+def test_test_tokenizers_are_reproducible(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    script = root / "scripts" / "build_test_tokenizers.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "t")], check=True, capture_output=True)
+    shipped = sorted(p.relative_to(TEST_TOKENIZERS) for p in TEST_TOKENIZERS.rglob("*") if p.is_file())
+    assert shipped == sorted(p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*") if p.is_file())
+    for rel in shipped:
+        assert (tmp_path / "t" / rel).read_bytes() == (TEST_TOKENIZERS / rel).read_bytes(), rel
