@@ -160,6 +160,15 @@ class DataSection(_Section):
         4.0, gt=0, description="Warn when the run will see a corpus more than this many times (epochs)."
     )
 
+    def repeat_warnings(self) -> list[str]:
+        """A line for each corpus the run will see more than `repeat_warning` times."""
+        seen = zip(self.prefixes, self.epochs or [None] * len(self.prefixes), strict=True)
+        return [
+            f"data {p}: the run will see it ~{e:.1f} times (more than data.repeat_warning {self.repeat_warning:g})"
+            for p, e in seen
+            if e is not None and e > self.repeat_warning
+        ]
+
     def blend(self) -> list[Any]:
         """PaddleNLP's data_prefix: one prefix, or [w1, prefix1, w2, prefix2, …] blended by those weights."""
         if len(self.prefixes) == 1:

@@ -65,6 +65,8 @@ def train(
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure (notes: run.yaml)
         for n in cfg.notes:
             err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
+        for w in cfg.data.repeat_warnings():
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
         err_console.print(
             f"[bold]llmpt train[/] {cfg.model.id} · {cfg.strategy.name} · {cfg.device} x{cfg.world_size} · "
             f"seq {cfg.data.seq_len} · {cfg.train.max_steps} steps → {cfg.output_dir}",

@@ -5,11 +5,10 @@ need (resume included). Nothing here writes to the run directory; launch/ does t
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 from llmpt import __version__
-from llmpt.errors import LlmptError, LlmptWarning, ModelError
+from llmpt.errors import LlmptError, ModelError
 from llmpt.interop.source import check_tokenizer, find_init
 from llmpt.launch.checkpoints import last_complete
 from llmpt.launch.command import check_master_port
@@ -154,7 +153,7 @@ def _weighted(items: list[str]) -> tuple[list[str], list[float] | None]:
 
 def _mix(prefixes, given, facts, layers, train, plan) -> tuple[list[float], list[float | None]]:
     """Each prefix's share of the training mix (given, else by its tokens) and how many times the run will see its
-    training documents; a note per corpus, and a warning above data.repeat_warning epochs."""
+    training documents, with a note per corpus (a run warns of those above data.repeat_warning as it starts)."""
     from llmpt.data.prepare import open_prepared
 
     tokens: list[int | None] = []
@@ -170,19 +169,12 @@ def _mix(prefixes, given, facts, layers, train, plan) -> tuple[list[float], list
     train_share = split[0] / sum(split)
     b = plan.strategy.batch
     run_tokens = train.max_steps * b.micro_batch_size * b.grad_accum * plan.expansion.degrees.data_degree * plan.seq_len
-    limit = float(layers.section("data").get("repeat_warning", 4.0))
     epochs: list[float | None] = []
     for p, t, w in zip(prefixes, tokens, given, strict=True):
         e = run_tokens * w / (t * train_share) if t else None
         epochs.append(None if e is None else round(e, 4))
         seen = "unknown" if e is None else f"{e:.2f}"
         layers.notes.append(f"data {p}: {t if t is not None else '?'} tokens, weight {w:.3f}, ~{seen} epochs")
-        if e is not None and e > limit:
-            warnings.warn(
-                f"data {p}: the run will see it ~{e:.1f} times (more than data.repeat_warning {limit:g})",
-                LlmptWarning,
-                stacklevel=2,
-            )
     return given, epochs
 
 
