@@ -61,3 +61,14 @@ def cache_dir() -> Path:
     """llmpt's cache (prepared shipped corpus, verified data hashes, matrix --verify results): $LLMPT_CACHE or
     ~/.cache/llmpt."""
     return Path(os.environ.get("LLMPT_CACHE", Path.home() / ".cache" / "llmpt"))
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in 4 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

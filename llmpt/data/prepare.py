@@ -35,7 +35,7 @@ from llmpt.data.inputs import CHUNK_BYTES, DataError, InputFile, discover_inputs
 from llmpt.data.mmap import IndexFormatError, index_bytes, read_index, write_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
 from llmpt.errors import LlmptWarning
-from llmpt.fsutil import cache_dir, check_writable
+from llmpt.fsutil import cache_dir, check_writable, sha256_file
 
 MANIFEST_FORMAT = "llmpt.data/1"
 ProgressFn = Callable[[int, int, int], None]  # (documents, tokens, input bytes) so far
@@ -130,7 +130,7 @@ class _AtomicOutputs:
             "llmpt_version": __version__,
             **manifest,
             "bin": {"bytes": self.tmp["bin"].stat().st_size, "sha256": bin_sha256},
-            "idx": {"bytes": self.tmp["idx"].stat().st_size, "sha256": _sha256(self.tmp["idx"])},
+            "idx": {"bytes": self.tmp["idx"].stat().st_size, "sha256": sha256_file(self.tmp["idx"])},
         }
         self.tmp["manifest"].write_text(json.dumps(manifest, indent=1) + "\n")
         # manifest last: its presence says the pair is complete
@@ -181,12 +181,6 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?[])", r"[\1]", name)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # the files a tokenizer class reads besides its resource files (a model directory also holds weights: not hashed)
@@ -203,7 +197,7 @@ def tokenizer_fingerprint(tok, tokenizer_dir: Path, name: str) -> dict:
     """The manifest's record of the tokenizer: what `train` compares to know the data and a checkpoint agree.
     `sha256` hashes the names and hashes of its files, so that a copy of the directory elsewhere matches."""
     names = {*getattr(type(tok), "resource_files_names", {}).values(), *_TOKENIZER_CONFIG_FILES}
-    files = {n: _sha256(tokenizer_dir / n) for n in sorted(names) if (tokenizer_dir / n).is_file()}
+    files = {n: sha256_file(tokenizer_dir / n) for n in sorted(names) if (tokenizer_dir / n).is_file()}
     combined = hashlib.sha256("".join(f"{n}\0{h}\n" for n, h in files.items()).encode()).hexdigest()
     return {
         "name": name,
@@ -496,7 +490,7 @@ def verify_prepared(prefix: str, manifest: dict, flag: str, cache: Path | None =
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if seen.get(key) == want["sha256"]:
             continue
-        if _sha256(path) != want["sha256"]:
+        if sha256_file(path) != want["sha256"]:
             raise DataError(
                 f"{flag} {prefix}: {path.name} does not match its manifest checksum (changed since prepare-data?)",
                 "prepare the data again",

@@ -4,11 +4,12 @@ No tokenizer library is loaded: the files are hashed and the vocabulary counted 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+from llmpt.fsutil import sha256_file
 
 # files that define the vocabulary (any of the tokenizer classes PaddleNLP and transformers ship for these families)
 VOCAB_FILES = (
@@ -22,18 +23,12 @@ CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_templa
 HF_ALIASES = {"sentencepiece.bpe.model": "tokenizer.model"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_record(directory: Path) -> dict[str, Any] | None:
     """{dir, files: {name: sha256}, vocab_size} of the tokenizer files in `directory`; None when it has no
     vocabulary file (weights without a tokenizer)."""
-    files = {n: _sha256(directory / n) for n in (*VOCAB_FILES, *CONFIG_FILES) if (directory / n).is_file()}
+    files = {n: sha256_file(directory / n) for n in (*VOCAB_FILES, *CONFIG_FILES) if (directory / n).is_file()}
     if not any(n in files for n in VOCAB_FILES if n != "added_tokens.json"):
         return None
     return {"dir": str(directory), "files": files, "vocab_size": vocab_size(directory)}
