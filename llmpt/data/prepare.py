@@ -181,8 +181,6 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?[])", r"[\1]", name)
 
 
-
-
 # the files a tokenizer class reads besides its resource files (a model directory also holds weights: not hashed)
 _TOKENIZER_CONFIG_FILES = (
     "tokenizer_config.json",
