@@ -17,6 +17,10 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # a run that was allowed to start failed; or an internal error (a bug in llmpt)
     BAD_INPUT = 2  # refused before anything ran: LlmptError, a usage error, a write the machine refuses
+    # a run stopped by a preemption signal (SIGTERM, or train.preempt_signal ahead of a time limit) after every rank
+    # finished its step and a complete checkpoint was written: `--resume` continues it exactly. 75 is sysexits.h's
+    # EX_TEMPFAIL ("a temporary failure; the user is invited to retry"); the Slurm script requeues on it.
+    PREEMPTED = 75
     INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C (a training run's Ctrl-C is TrainingFailed: 1)
     # 128 + SIGPIPE: stdout's reader went away (`llmpt plan … | head -1`). What the shell reports for any Unix
     # filter in that place (`seq 1000000 | head -1; echo ${PIPESTATUS[0]}` prints 141), so `set -o pipefail`
@@ -40,6 +44,11 @@ class LlmptError(Exception):
 class TrainingFailed(LlmptError):
     """A run that was allowed to start failed: a rank died, the launcher failed, or Ctrl-C stopped every rank.
     The message names the rank and may carry its last log lines."""
+
+
+class Preempted(TrainingFailed):
+    """Every rank stopped at the same step on a preemption signal, after a complete checkpoint of that step: the run
+    is resumable (ExitCode.PREEMPTED). The message names the signal and the checkpoint."""
 
 
 class OutputClosed(Exception):
@@ -182,6 +191,7 @@ def _aborted_line(e: BaseException) -> Line:
 #   output closed  nothing (and stdout is pointed at /dev/null, so the flush at exit cannot raise again)
 #   interrupted    nothing (the terminal shows ^C)
 #   aborted        aborted
+#   preempted      preempted: SIGTERM: every rank stopped after step 7; checkpoint-7 is complete; hint: --resume
 #   run failed     error: training failed: rank 1 was killed by SIGKILL (logs: …)  [+ the rank's last log lines,
 #                  then "hint: …" on a line of its own]
 #   bad input      error: what was given and what is allowed; hint: what to run next
@@ -195,6 +205,7 @@ ERRORS: tuple[Row, ...] = (
     Row("output closed", _of(OutputClosed, BrokenPipeError), ExitCode.OUTPUT_CLOSED, _quiet),
     Row("interrupted",   _of(KeyboardInterrupt),             ExitCode.INTERRUPTED,   _quiet),
     Row("aborted",       _is_abort,                          ExitCode.INTERRUPTED,   _aborted_line, ""),
+    Row("preempted",     _of(Preempted),                     ExitCode.PREEMPTED,     _own_line, "preempted"),
     Row("run failed",    _of(TrainingFailed),                ExitCode.FAILED,        _own_line),
     Row("bad input",     _of(LlmptError),                    ExitCode.BAD_INPUT,     _own_line),
     Row("usage",         _is_usage_error,                    ExitCode.BAD_INPUT,     _usage_line),

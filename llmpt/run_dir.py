@@ -5,6 +5,9 @@ and rehearse share. Nothing else spells them.
     <run>/metrics.jsonl         rank 0's live feed: one JSON object per event (EVENT_*)
     <run>/ranks/rank<N>.pid     "<pid> <host>", written by rank N at start (the supervisor watches it)
     <run>/ranks/rank<N>.json    rank N's final report (peak memory, tensor bytes); its absence means "not finished"
+    <run>/ranks/rank<N>.progress.json  rank N's last progress: {"step", "phase", "t"} (the supervisor's hang watch)
+    <run>/ranks/rank<N>.stack   rank N's Python stacks, written when the supervisor asks (SIGUSR2) on a hang
+    <run>/state.json            the supervisor's account of the run: STATE_* below, step, exit code (llmpt status)
     <run>/logs[/node<R>]/       paddle.distributed.launch's workerlog.<N> and llmpt's launcher.log
     <run>/checkpoint-<step>/    PaddleNLP checkpoints, marked complete by llmpt (llmpt.launch.checkpoints)
     <run>/summary.json, loss.png, vdl/, data_cache/
@@ -28,6 +31,16 @@ EVENT_EVAL = "eval"  # a validation-split evaluation: {"step", "loss", "document
 EVENT_CHECKPOINT_SAVE = "checkpoint_save"
 EVENT_CHECKPOINT_LOAD = "checkpoint_load"
 
+# state.json's "state": what the supervisor (llmpt train / run-node) last said about the run
+STATE_RUNNING = "running"
+STATE_FINISHED = "finished"  # every step trained and the final weights saved: --resume trains nothing more
+STATE_PREEMPTED = "preempted"  # stopped on a preemption signal after a complete checkpoint: resumable
+STATE_FAILED = "failed"  # a rank died or the launcher failed
+STATE_HUNG = "hung"  # a rank made no progress for train.hang_timeout_s: stacks in ranks/rank<N>.stack
+STATE_INTERRUPTED = "interrupted"  # Ctrl-C
+STATES = (STATE_RUNNING, STATE_FINISHED, STATE_PREEMPTED, STATE_FAILED, STATE_HUNG, STATE_INTERRUPTED)
+
+_RANK_FILE = re.compile(r"^rank\d+\.(pid|json)$")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -74,16 +87,29 @@ class RunDir:
     def rank_report(self, rank: int | str) -> Path:
         return self.ranks / f"rank{rank}.json"
 
+    def rank_progress(self, rank: int | str) -> Path:
+        return self.ranks / f"rank{rank}.progress.json"
+
+    def rank_stack(self, rank: int | str) -> Path:
+        return self.ranks / f"rank{rank}.stack"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
     def pid_files(self) -> list[Path]:
-        return sorted(self.ranks.glob("rank*.pid"))
+        return sorted(p for p in self.ranks.glob("rank*.pid") if _RANK_FILE.match(p.name))
 
     def rank_reports(self) -> list[Path]:
-        return sorted(self.ranks.glob("rank*.json"))
+        return sorted(p for p in self.ranks.glob("rank*.json") if _RANK_FILE.match(p.name))
+
+    def progress_files(self) -> list[Path]:
+        return sorted(self.ranks.glob("rank*.progress.json"))
 
     @staticmethod
     def rank_of(path: Path) -> str:
-        """'1' for ranks/rank1.pid or ranks/rank1.json."""
-        return path.stem.removeprefix("rank")
+        """'1' for ranks/rank1.pid, ranks/rank1.json or ranks/rank1.progress.json."""
+        return path.name.removeprefix("rank").split(".", 1)[0]
 
     def log_dir(self, nnodes: int = 1, node_rank: int | None = None) -> Path:
         """Worker logs: logs/, or logs/nodeR/ when several nodes may share the run directory (each node has a

@@ -23,6 +23,7 @@ from llmpt.errors import (
     LlmptWarning,
     ModelError,
     OutputClosed,
+    Preempted,
     StrategyError,
     TrainingFailed,
     ending,
@@ -34,6 +35,7 @@ def test_exit_codes():
         ("OK", 0),
         ("FAILED", 1),
         ("BAD_INPUT", 2),
+        ("PREEMPTED", 75),  # sysexits.h EX_TEMPFAIL
         ("INTERRUPTED", 128 + signal.SIGINT),
         ("OUTPUT_CLOSED", 128 + signal.SIGPIPE),
     ]
@@ -54,6 +56,8 @@ def _usage_error():
         (typer.Abort(), "aborted", 130, "aborted", None),
         (TrainingFailed("training failed: rank 1 was killed by SIGKILL", "llmpt train --resume"), "run failed", 1,
          "training failed: rank 1 was killed by SIGKILL", "llmpt train --resume"),
+        (Preempted("preempted by SIGTERM: every rank stopped after step 7", "--resume"), "preempted", 75,
+         "preempted by SIGTERM: every rank stopped after step 7", "--resume"),
         (LlmptError("--gpus 3: not a multiple of 2", "pass 2 or 4"), "bad input", 2, "--gpus 3: not a multiple of 2",
          "pass 2 or 4"),
         (StrategyError("unknown strategy 'x'"), "bad input", 2, "unknown strategy 'x'", None),
