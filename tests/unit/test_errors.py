@@ -80,14 +80,14 @@ def test_the_table_maps_each_kind_to_its_code_and_line(exc, kind, code, message,
     monkeypatch.delenv("LLMPT_DEBUG", raising=False)
     end = ending(exc)
     assert (end.kind, end.code, end.message, end.hint, end.traceback) == (kind, code, message, hint, False)
-    assert end.label == {"unexpected": "internal error", "aborted": ""}.get(kind, "error")
+    assert end.label == {"unexpected": "internal error", "aborted": "", "preempted": "preempted"}.get(kind, "error")
 
 
 def test_every_row_is_reached_and_data_errors_are_bad_input():
     from llmpt.data.inputs import DataError
 
     assert [r.kind for r in ERRORS] == [
-        "output closed", "interrupted", "aborted", "run failed", "bad input", "usage", "write refused", "unexpected",
+        "output closed", "interrupted", "aborted", "preempted", "run failed", "bad input", "usage", "write refused", "unexpected",
     ]  # fmt: skip
     assert ending(DataError("input x: no such file")).code == ExitCode.BAD_INPUT
 
