@@ -53,6 +53,22 @@ class TrainSettings(_Section):
     eval_steps: int = Field(0, ge=0, description="Evaluate on the validation split every N steps (0: never).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Hidden and attention dropout.")
     report_to: Literal["visualdl", "none"] = Field("visualdl", description="Scalar logs (loss, lr) for VisualDL.")
+    preempt_signal: Literal["SIGUSR1", "SIGHUP"] = Field(
+        "SIGUSR1",
+        description="Besides SIGTERM, the signal that preempts the run (each rank finishes its step, a checkpoint is "
+        "saved, llmpt exits 75): what a scheduler sends ahead of a time limit (Slurm: --signal=USR1@SECONDS).",
+    )
+    hang_timeout_s: float = Field(
+        1200.0,
+        ge=0,
+        description="A rank that finishes no step (nor a checkpoint save) for this long stops the job with every "
+        "rank's Python stack in ranks/rank<N>.stack (0: never). Default 20 min: under Paddle's 30-minute process "
+        "group timeout (PADDLE_PG_TIMEOUT), so a hang is caught with its stacks before a collective's error.",
+    )
+    progress_every_steps: int = Field(
+        10, ge=1, description="When stderr is not a terminal (a batch log): a progress line every N steps..."
+    )
+    progress_every_s: float = Field(30.0, gt=0, description="... or every this many seconds, whichever comes first.")
 
 
 @dataclass(frozen=True)

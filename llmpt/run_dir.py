@@ -7,6 +7,7 @@ and rehearse share. Nothing else spells them.
     <run>/ranks/rank<N>.json    rank N's final report (peak memory, tensor bytes); its absence means "not finished"
     <run>/ranks/rank<N>.progress.json  rank N's last progress: {"step", "phase", "t"} (the supervisor's hang watch)
     <run>/ranks/rank<N>.stack   rank N's Python stacks, written when the supervisor asks (SIGUSR2) on a hang
+    <run>/ranks/preempt.json    the supervisor's preemption request: {"signal", "t"} (llmpt/train/resilience.py)
     <run>/state.json            the supervisor's account of the run: STATE_* below, step, exit code (llmpt status)
     <run>/logs[/node<R>]/       paddle.distributed.launch's workerlog.<N> and llmpt's launcher.log
     <run>/checkpoint-<step>/    PaddleNLP checkpoints, marked complete by llmpt (llmpt.launch.checkpoints)
@@ -16,6 +17,7 @@ and rehearse share. Nothing else spells them.
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +38,20 @@ STATE_RUNNING = "running"
 STATE_FINISHED = "finished"  # every step trained and the final weights saved: --resume trains nothing more
 STATE_PREEMPTED = "preempted"  # stopped on a preemption signal after a complete checkpoint: resumable
 STATE_FAILED = "failed"  # a rank died or the launcher failed
+STATE_STOPPED = "stopped"  # at train.stop_at_step, with a checkpoint: resumable
 STATE_HUNG = "hung"  # a rank made no progress for train.hang_timeout_s: stacks in ranks/rank<N>.stack
 STATE_INTERRUPTED = "interrupted"  # Ctrl-C
-STATES = (STATE_RUNNING, STATE_FINISHED, STATE_PREEMPTED, STATE_FAILED, STATE_HUNG, STATE_INTERRUPTED)
+STATES = (
+    STATE_RUNNING,
+    STATE_FINISHED,
+    STATE_PREEMPTED,
+    STATE_STOPPED,
+    STATE_FAILED,
+    STATE_HUNG,
+    STATE_INTERRUPTED,
+)
+# the supervisor's "write your Python stacks" to a rank (faulthandler, registered by llmpt/train/resilience.py)
+STACK_SIGNAL = signal.SIGUSR2
 
 _RANK_FILE = re.compile(r"^rank\d+\.(pid|json)$")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -92,6 +105,11 @@ class RunDir:
 
     def rank_stack(self, rank: int | str) -> Path:
         return self.ranks / f"rank{rank}.stack"
+
+    @property
+    def preempt_request(self) -> Path:
+        """Written by the supervisor when it is sent a preemption signal; every rank stops after the same step."""
+        return self.ranks / "preempt.json"
 
     @property
     def state(self) -> Path:

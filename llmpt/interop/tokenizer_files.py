@@ -23,8 +23,6 @@ CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_templa
 HF_ALIASES = {"sentencepiece.bpe.model": "tokenizer.model"}
 
 
-
-
 def tokenizer_record(directory: Path) -> dict[str, Any] | None:
     """{dir, files: {name: sha256}, vocab_size} of the tokenizer files in `directory`; None when it has no
     vocabulary file (weights without a tokenizer)."""

@@ -3,27 +3,40 @@ failure or Ctrl-C, and summarise."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llmpt import schemas
-from llmpt.errors import LlmptError
+from llmpt.errors import LlmptError, Preempted
 from llmpt.fsutil import check_writable, probe_writable, why_unwritable
 from llmpt.launch.checkpoints import checkpoints
-from llmpt.launch.command import run_launch_command
+from llmpt.launch.command import RANK_ENTRY, run_launch_command
+from llmpt.launch.hang import HangWatch, local_rank_pids
+from llmpt.launch.state import write_state
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
-from llmpt.run_dir import RunDir
+from llmpt.run_dir import (
+    STATE_FAILED,
+    STATE_FINISHED,
+    STATE_HUNG,
+    STATE_INTERRUPTED,
+    STATE_PREEMPTED,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    RunDir,
+)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 _ERROR = re.compile(r"\b\w+(Error|Exception)\b")
@@ -105,10 +118,12 @@ def _check_writable(out: Path) -> None:
 
 
 def _clear_rank_reports(out: Path) -> None:
-    """A new attempt's ranks report afresh: stale pid files and reports would hide a dead rank."""
+    """A new attempt's ranks report afresh: stale pid files and reports would hide a dead rank, stale progress
+    would time a hang from the last attempt, a stale preemption request would stop it at once."""
     run = RunDir(out)
-    for p in run.rank_reports() + run.pid_files():
+    for p in [*run.rank_reports(), *run.pid_files(), *run.progress_files(), *run.ranks.glob("rank*.stack")]:
         p.unlink()
+    run.preempt_request.unlink(missing_ok=True)
 
 
 # paddle.distributed.launch's own account of a dead worker
@@ -151,19 +166,7 @@ def _alive(pid: int) -> bool:
 def dead_ranks(out: Path) -> list[tuple[str, int]]:
     """Ranks on this node whose process is gone before they wrote their final report: (rank, pid)."""
     run = RunDir(out)
-    dead = []
-    for pid_file in run.pid_files():
-        rank = run.rank_of(pid_file)
-        try:
-            pid_text, _, host = pid_file.read_text().partition(" ")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            continue
-        if host.strip() and host.strip() != socket.gethostname():
-            continue  # a rank on another node sharing this directory: its own node watches it
-        if not run.rank_report(rank).exists() and not _alive(pid):
-            dead.append((rank, pid))
-    return dead
+    return [(r, pid) for r, pid in local_rank_pids(out) if not run.rank_report(r).exists() and not _alive(pid)]
 
 
 def _culprit(seen_dead: list[tuple[str, int]], log_dir: Path) -> tuple[str, int]:
@@ -194,7 +197,10 @@ def _failed_rank(log_dir: Path) -> tuple[str, list[str]] | None:
 
 
 def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_seconds: float = 0.1) -> dict[str, Any]:
-    """Launch this node's ranks of `cfg` and wait; return the summary (also DIR/summary.json, DIR/loss.png)."""
+    """Launch this node's ranks of `cfg` and wait; return the summary (also DIR/summary.json, DIR/loss.png).
+
+    Ends with TrainingFailed when a rank dies or hangs or the launcher fails, Preempted when a preemption signal
+    stopped the run after a complete checkpoint; DIR/state.json records how it ended (llmpt status reads it)."""
     out = Path(cfg.output_dir)
     run = RunDir(out)
     write_run_yaml(cfg, run.run_yaml)
@@ -203,8 +209,17 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
     cmd = run_launch_command(cfg)
     env = dict(os.environ)
     metrics = run.metrics
-    with RunDir.launcher_log(log_dir).open("ab") as launcher_log:
-        proc = subprocess.Popen(cmd, stdout=launcher_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    steps = {"max_steps": cfg.train.max_steps, "node_rank": cfg.node_rank or 0}
+    write_state(out, STATE_RUNNING, **steps)
+    hangs = HangWatch(run, cfg.train.hang_timeout_s)
+    with RunDir.launcher_log(log_dir).open("ab") as launcher_log, Preemption(run, cfg.train.preempt_signal) as preempt:
+        # the launcher ignores the preemption signal (sent to every process of a job, it would kill it) and dies
+        # with llmpt (PR_SET_PDEATHSIG); its ranks die with it (llmpt/train/resilience.py)
+        with preempt.ignored():
+            proc = subprocess.Popen(
+                cmd, stdout=launcher_log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
         seen_dead: list[tuple[str, int]] = []  # in the order the ranks were seen gone
         dead_since = 0.0
         polls = 0
@@ -218,23 +233,38 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
                         seen_dead.append(d)
                         dead_since = dead_since or time.monotonic()
                 if seen_dead and time.monotonic() - dead_since > DEAD_RANK_GRACE_S:
-                    _stop(proc)  # the launcher did not notice (e.g. the rest hang in a collective): stop them
+                    _stop(proc, out)  # the launcher did not notice (e.g. the rest hang in a collective): stop them
                     rank, pid = _culprit(seen_dead, log_dir)
+                    write_state(out, STATE_FAILED, **steps, rank=rank)
                     raise TrainingFailed(
                         f"training failed: rank {rank} (pid {pid}) died before finishing; every rank was stopped "
                         f"(logs: {log_dir})",
                         f"see {RunDir.worker_log(log_dir, rank)} ; continue from the last complete checkpoint "
                         "with --resume",
                     )
+                if polls % 10 == 0 and (hang := hangs.check()) is not None:
+                    hangs.dump_stacks()
+                    _stop(proc, out)
+                    write_state(out, STATE_HUNG, **steps, ranks=hang.stalled)
+                    raise TrainingFailed(
+                        f"training hung: {hang.describe()}; every live rank's Python stack is in "
+                        f"{run.ranks}/rank<N>.stack; every rank was stopped",
+                        f"see {run.ranks}/rank{hang.stalled[0]}.stack and {log_dir}; continue from the last complete "
+                        "checkpoint with --resume (train.hang_timeout_s sets the limit)",
+                    )
                 time.sleep(poll_seconds)
         except KeyboardInterrupt:
-            _stop(proc)
+            _stop(proc, out)
+            write_state(out, STATE_INTERRUPTED, **steps)
             raise TrainingFailed(
                 "interrupted: every rank was stopped",
                 f"the last complete checkpoint (if any) is kept in {out}; continue with --resume",
             ) from None
     if progress:
-        progress({"records": read_metrics(metrics)})
+        progress({"records": read_metrics(metrics), "done": True})
+    stopped = _how_ranks_stopped(run)
+    if preempt.signal is not None or "preempted" in stopped.values():
+        _end_preempted(cfg, run, stopped, preempt.signal, steps)
     if proc.returncode != 0:
         failed = _failed_rank(log_dir)
         verdict = _launcher_verdict(log_dir)
@@ -246,11 +276,17 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
                 then = f"; then {verdict}" if verdict else ""
                 verdict = f"rank {rank} (pid {pid}) died{then}"
         where = verdict or (f"{failed[0]} failed" if failed else f"the launcher exited with code {proc.returncode}")
+        if proc.returncode < 0:  # killed from outside: its ranks died with it (PR_SET_PDEATHSIG)
+            killed = _describe_exit("", proc.returncode).replace("rank  was", "was")
+            where = f"the launcher (pid {proc.pid}) {killed}; its ranks were stopped with it"
         tail = "\n".join("    " + ln for ln in failed[1]) if failed else ""
+        write_state(out, STATE_FAILED, **steps, exit_code=proc.returncode)
         raise TrainingFailed(
             f"training failed: {where} (logs: {log_dir})" + (f"\n{tail}" if tail else ""),
             f"see {log_dir}/workerlog.* ; after fixing, continue with --resume",
         )
+    last = max((s for s in _rank_steps(run).values()), default=cfg.train.max_steps)
+    write_state(out, STATE_FINISHED if cfg.train.stop_at_step is None else STATE_STOPPED, **steps, step=last)
     if cfg.nnodes > 1 and (cfg.node_rank or 0) != 0:
         # rank 0 lives on node 0 and writes the metrics; this node only reports that its ranks finished
         return {
@@ -265,15 +301,124 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
     return summary
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the launcher's process group (every rank), then SIGKILL whatever is left."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+def _rank_reports(run: RunDir) -> dict[str, dict]:
+    reports = {}
+    for p in run.rank_reports():
+        with contextlib.suppress(OSError, ValueError):
+            reports[RunDir.rank_of(p)] = json.loads(p.read_text())
+    return reports
+
+
+def _how_ranks_stopped(run: RunDir) -> dict[str, str]:
+    """rank -> "finished" | "preempted" | "stop_at_step", from the final reports the ranks wrote."""
+    return {r: str(rep.get("stopped")) for r, rep in _rank_reports(run).items() if rep.get("stopped")}
+
+
+def _rank_steps(run: RunDir) -> dict[str, int]:
+    return {r: int(rep["step"]) for r, rep in _rank_reports(run).items() if isinstance(rep.get("step"), int)}
+
+
+def _end_preempted(cfg: RunConfig, run: RunDir, stopped: dict[str, str], signame: str | None, steps: dict) -> None:
+    """A preemption signal reached the run: Preempted if this node's ranks all stopped after the same step and its
+    checkpoint is complete, or if the run ended anyway (a signal during the last step: a finished run returns)."""
+    if stopped and all(v == "finished" for v in stopped.values()):
+        return  # the signal came during the final step or the final save: the run is complete
+    step_of = _rank_steps(run)
+    found = {step: p for step, p in checkpoints(run.root)}
+    steps_stopped = {step_of.get(r) for r, v in stopped.items() if v == "preempted"}
+    signame = signame or next(
+        (str(rep.get("signal")) for rep in _rank_reports(run).values() if rep.get("signal")), "a preemption signal"
+    )
+    if len(steps_stopped) == 1 and (step := steps_stopped.pop()) in found:
+        write_state(run.root, STATE_PREEMPTED, **steps, step=step, signal=signame)
+        if cfg.nnodes == 1 or (cfg.node_rank or 0) == 0:
+            summary = {"schema": schemas.RUN_SUMMARY, **summarize(cfg)}
+            run.summary.write_text(json.dumps(summary, indent=1) + "\n")
+        raise Preempted(
+            f"{signame}: every rank stopped after step {step} of {cfg.train.max_steps}; {found[step].name} is "
+            f"complete ({run.root})",
+            "continue it exactly with the same command and --resume (llmpt run-node --resume on a cluster)",
+        )
+    newest = max(found, default=None)
+    kept = f"the newest complete checkpoint is checkpoint-{newest}" if newest else "no checkpoint was saved yet"
+    write_state(run.root, STATE_PREEMPTED, **steps, step=newest, signal=signame)
+    raise Preempted(
+        f"{signame}: the ranks stopped before they could save this step ({kept}; {run.root})",
+        "continue with --resume" if newest else "start it again (without --resume)",
+    )
+
+
+def _runs_rank_entry(pid: int) -> bool:
+    try:
+        return str(RANK_ENTRY).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> None:
+    # in the launcher, between fork and exec: SIGKILL when llmpt exits (Linux; elsewhere nothing)
+    _PRCTL(1, int(signal.SIGKILL), 0, 0, 0) if _PRCTL is not None else None
+
+
+def _libc_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+class Preemption:
+    """While the ranks run: SIGTERM and the run's preemption signal make the ranks stop after the same step with a
+    checkpoint (ranks/preempt.json, which every rank reads at each step end); Ctrl-C still stops everything."""
+
+    def __init__(self, run: RunDir, preempt_signal: str) -> None:
+        self.run = run
+        self.signals = (signal.SIGTERM, signal.Signals[preempt_signal])
+        self.signal: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._on_signal) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def ignored(self):
+        """The preemption signal ignored while the launcher starts, so that it inherits SIG_IGN for it."""
+        sig = self.signals[1]
+        if sig not in self.previous:
+            yield
             return
+        signal.signal(sig, signal.SIG_IGN)
         try:
-            proc.wait(timeout=wait)
+            yield
+        finally:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signal is not None:
             return
-        except subprocess.TimeoutExpired:
-            continue
+        self.signal = signal.Signals(signum).name
+        self.run.ranks.mkdir(parents=True, exist_ok=True)
+        tmp = self.run.preempt_request.with_name(".preempt.json.tmp")
+        tmp.write_text(json.dumps({"signal": self.signal, "t": time.time()}))
+        tmp.replace(self.run.preempt_request)
+
+
+def _stop(proc: subprocess.Popen, out: Path) -> None:
+    """SIGKILL every rank of this node (each runs in its own session) and the launcher: a hard stop (SIGTERM would
+    now mean "preempt": finish the step and save)."""
+    for _, pid in local_rank_pids(out):
+        if _runs_rank_entry(pid):  # not a stranger that got a dead rank's pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

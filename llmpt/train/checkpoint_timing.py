@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class CheckpointClock:
     """What TimedCheckpoints measured on this rank (perf_counter seconds)."""
 
     save_started: float | None = None
+    on_save_start: Callable[[], None] | None = None  # the rank's progress report ("saving")
     load_seconds: dict[str, float] = field(default_factory=dict)  # "model", "optimizer"
 
     @contextlib.contextmanager
@@ -45,6 +47,8 @@ class TimedCheckpoints:
 
     def _save_checkpoint(self, model, metrics=None):
         self.checkpoint_clock.save_started = time.perf_counter()
+        if self.checkpoint_clock.on_save_start is not None:
+            self.checkpoint_clock.on_save_start()
         return super()._save_checkpoint(model, metrics=metrics)
 
     def _load_from_checkpoint(self, resume_from_checkpoint=None):

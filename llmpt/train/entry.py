@@ -18,27 +18,33 @@ import sys
 import time
 from pathlib import Path
 
-import paddle
-from paddlenlp.data.causal_dataset import build_train_valid_test_datasets
-from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, set_seed
-from paddlenlp.transformers import (
+from llmpt.train import resilience  # stdlib only: before the seconds of imports below
+
+if __name__ == "__main__":
+    # the launcher gone (llmpt killed, or the launcher failed): this rank goes too, even while it imports
+    resilience.die_with_parent()
+
+import paddle  # noqa: E402 - after the parent-death request
+from paddlenlp.data.causal_dataset import build_train_valid_test_datasets  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, set_seed  # noqa: E402
+from paddlenlp.transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoModelForCausalLMPipe,
     AutoTokenizer,
     CosineAnnealingWithWarmupDecay,
     LinearAnnealingWithWarmupDecay,
 )
-from paddlenlp.transformers.configuration_utils import LlmMetaConfig
-from paddlenlp.utils.batch_sampler import DistributedBatchSampler
+from paddlenlp.transformers.configuration_utils import LlmMetaConfig  # noqa: E402
+from paddlenlp.utils.batch_sampler import DistributedBatchSampler  # noqa: E402
 
-from llmpt.launch.checkpoints import mark_complete
-from llmpt.resolve.resume import saved_run_record
-from llmpt.run_config import RunConfig, load_run_yaml
-from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir
-from llmpt.train import checkpoint_fixes, cpu_backend
-from llmpt.train.args import ModelArguments, PretrainArguments
-from llmpt.train.checkpoint_timing import CheckpointClock, CheckpointTimes, TimedCheckpoints
-from llmpt.train.model_config import build_config
+from llmpt.launch.checkpoints import mark_complete  # noqa: E402
+from llmpt.resolve.resume import saved_run_record  # noqa: E402
+from llmpt.run_config import RunConfig, load_run_yaml  # noqa: E402
+from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir  # noqa: E402
+from llmpt.train import checkpoint_fixes, cpu_backend  # noqa: E402
+from llmpt.train.args import ModelArguments, PretrainArguments  # noqa: E402
+from llmpt.train.checkpoint_timing import CheckpointClock, CheckpointTimes, TimedCheckpoints  # noqa: E402
+from llmpt.train.model_config import build_config  # noqa: E402
 
 TEST_ITERS = 100  # as run_pretrain.py (10 x its eval_iters; the eval batches are run.yaml's max_evaluate_steps)
 
@@ -209,6 +215,36 @@ class MemoryProbe(TrainerCallback):
         self.report["master_weights"] = _tensor_bytes(getattr(opt, "_master_weights", {}).values())
 
 
+class ClusterSignals(TrainerCallback):
+    """Progress for the supervisor's hang watch, and a preemption every rank agrees on at a step end
+    (llmpt/train/resilience.py): then the Trainer saves a checkpoint of that step and stops."""
+
+    def __init__(self, run: RunDir, rank: str, preempt_signal: str) -> None:
+        self.run = run
+        self.rank = rank
+        self.flag = resilience.PreemptFlag(run, preempt_signal)
+        self.stopped_at: int | None = None
+        self.step = 0
+
+    def progress(self, phase: str) -> None:
+        resilience.write_progress(self.run, self.rank, self.step, phase)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        self.progress("training")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step = state.global_step
+        self.progress("training")
+        if resilience.agree(self.flag.requested() is not None) and state.global_step < state.max_steps:
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def on_save(self, args, state, control, **kwargs):
+        self.progress("training")
+
+
 def _collate(samples):
     tokens = paddle.to_tensor([s["text"] for s in samples], dtype="int64")
     return {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
@@ -278,7 +314,11 @@ def main(run_yaml: str) -> None:
     run = RunDir(cfg.output_dir)
     # the supervisor watches this pid: a rank that dies without its final report stops the whole job
     run.ranks.mkdir(parents=True, exist_ok=True)
-    run.rank_pid(os.environ.get("PADDLE_TRAINER_ID", "0")).write_text(f"{os.getpid()} {socket.gethostname()}")
+    rank_id = os.environ.get("PADDLE_TRAINER_ID", "0")
+    run.rank_pid(rank_id).write_text(f"{os.getpid()} {socket.gethostname()}")
+    stacks = resilience.install_stack_dump(run, rank_id)  # noqa: F841 - open for faulthandler until the rank exits
+    cluster = ClusterSignals(run, rank_id, cfg.train.preempt_signal)  # SIGTERM from here on means "preempt"
+    cluster.progress("starting")
     if cfg.device == "cpu":
         # before TrainingArguments: its __post_init__ calls fleet.init, which the backend has to see patched
         paddle.set_device("cpu")
@@ -313,7 +353,7 @@ def main(run_yaml: str) -> None:
 
     train_ds, valid_ds = _datasets(cfg, args)
     probe = MemoryProbe()
-    clock = CheckpointClock()
+    clock = CheckpointClock(on_save_start=lambda: cluster.progress("saving"))
     trainer = PretrainTrainer(
         model=model,
         args=args,
@@ -334,11 +374,17 @@ def main(run_yaml: str) -> None:
             probe,
             CheckpointMarker(run, saved_run_record(cfg)),
             CheckpointTimes(run, clock, cfg.resume_from),  # after the marker: the save is complete by then
+            cluster,
         ],
     )
     trainer.train(resume_from_checkpoint=cfg.resume_from)
-    if cfg.train.stop_at_step is None:
+    if cluster.stopped_at is not None:
+        stopped = {"stopped": "preempted", "step": cluster.stopped_at, "signal": cluster.flag.signal}
+    elif cfg.train.stop_at_step is not None:
+        stopped = {"stopped": "stop_at_step", "step": trainer.state.global_step}
+    else:
         trainer.save_model()
+        stopped = {"stopped": "finished", "step": trainer.state.global_step}
 
     rank = paddle.distributed.get_rank()
     run.rank_report(rank).write_text(
@@ -349,6 +395,7 @@ def main(run_yaml: str) -> None:
                 "peak_memory_mb": _peak_memory_mb(args.device),
                 "allocated_peak_mb": _allocated_peak_mb(args.device),
                 "tensor_bytes": probe.report,
+                **stopped,
             }
         )
     )

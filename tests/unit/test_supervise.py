@@ -106,7 +106,8 @@ def fail_with(run: RunDir, monkeypatch, launcher_says: Sequence[str] = (), code:
     script += "time.sleep(120)\n" if hangs else f"sys.exit({code})\n"
     monkeypatch.setattr(supervise, "write_run_yaml", lambda cfg, path: None)
     monkeypatch.setattr(supervise, "run_launch_command", lambda cfg: [sys.executable, "-c", script])
-    cfg = SimpleNamespace(output_dir=str(run.root), nnodes=1, node_rank=None)
+    train = SimpleNamespace(max_steps=10, stop_at_step=None, hang_timeout_s=0, preempt_signal="SIGUSR1")
+    cfg = SimpleNamespace(output_dir=str(run.root), nnodes=1, node_rank=None, train=train)
     with pytest.raises(TrainingFailed) as e:
         supervise.run_training(cfg, poll_seconds=0.01)
     return e.value.message
