@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmpt import __version__
-from llmpt.cli import cluster, data, doctor, export, matrix, models, plan, presets, rehearse, train
+from llmpt.cli import cluster, data, doctor, export, matrix, models, plan, presets, rehearse, status, train
 from llmpt.cli._common import LlmptGroup, console
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("doctor")(doctor.doctor)
 app.command("launch-script")(cluster.launch_script)
 app.command("run-node")(cluster.run_node)
 app.command("export")(export.export)
+app.command("status")(status.status)
 
 
 def _version(value: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -40,8 +39,10 @@ def train(
     json_out: bool = opt.JSON,
 ) -> None:
     """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
+    from llmpt.cli.progress import progress_printer
     from llmpt.interop.convert import prepare_init_weights
     from llmpt.launch.command import format_command, run_launch_command
+    from llmpt.launch.state import nothing_left
     from llmpt.launch.supervise import check_devices_here, prepare_output_dir, run_training
     from llmpt.resolve import RunRequest, resolve_run
     from llmpt.run_dir import RunDir
@@ -59,6 +60,13 @@ def train(
             typer.echo(format_command(run_launch_command(cfg)))
             typer.echo(yaml.safe_dump(run_config, sort_keys=False, allow_unicode=True).rstrip())
         return
+    if cfg.resume_from is not None and (done := nothing_left(cfg.output_dir, cfg.resume_from, cfg.train.max_steps)):
+        # a finished run stays finished: no launch, no step, nothing written
+        if json_out:
+            print_json({"output_dir": cfg.output_dir, "trained_steps": 0, "why": done}, schemas.NOTHING_TO_TRAIN)
+        else:
+            err_console.print(f"{done} (raise --max-steps to train on)", highlight=False, soft_wrap=True)
+        return
     check_devices_here(cfg)
     prepare_output_dir(cfg, overwrite=overwrite)
     prepare_init_weights(cfg.model.init_source, cfg.model.family)  # a Hugging Face --init-from, converted once
@@ -73,7 +81,7 @@ def train(
             highlight=False,
             soft_wrap=True,
         )
-    summary = run_training(cfg, progress=None if json_out else _progress_printer(cfg))
+    summary = run_training(cfg, progress=None if json_out else progress_printer(cfg))
     if json_out:
         print_json(summary)
         return
@@ -81,51 +89,6 @@ def train(
         console.print(f"node {summary['node_rank']}: every rank finished; the run summary is {summary['summary']}")
         return
     _print_summary(summary, cfg.output_dir)
-
-
-def _progress_printer(cfg):
-    """A rich progress line fed from rank 0's metrics: step/total, loss, lr, tokens/s, ETA."""
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from llmpt.launch.summary import step_times
-    from llmpt.run_dir import EVENT_LOG
-
-    bar = Progress(
-        TextColumn("[bold]step[/] {task.completed:>5.0f}/{task.total:.0f}"),
-        BarColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("lr {task.fields[lr]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("ETA {task.fields[eta]}"),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
-    state = {"task": None, "started": time.time()}
-
-    def update(info):
-        records = info["records"]
-        if state["task"] is None:
-            bar.start()
-            state["task"] = bar.add_task("train", total=cfg.train.max_steps, loss="-", lr="-", tps="-", eta="-")
-        logs = [r for r in records if r.get("event") == EVENT_LOG]
-        times = step_times(records)
-        step = max(times, default=0)
-        recent = [times[s] for s in sorted(times)[-10:]]
-        fields = {}
-        if logs:
-            fields |= {"loss": f"{logs[-1]['loss']:.4f}", "lr": f"{logs[-1]['learning_rate']:.2e}"}
-        if recent:
-            per_step = sum(recent) / len(recent)
-            fields |= {
-                "tps": f"{cfg.tokens_per_step / per_step:,.0f}",
-                "eta": f"{per_step * max(cfg.train.max_steps - step, 0):.0f}s",
-            }
-        bar.update(state["task"], completed=step, **fields)
-        if step >= cfg.train.max_steps and records:
-            bar.stop()
-
-    return update
 
 
 def _print_summary(s, output_dir: str) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmpt.run_dir import STATE_FINISHED, STATES, RunDir
+from llmpt.run_dir import CHECKPOINT_RE, STATE_FINISHED, STATES, RunDir
 
 
 def write_state(out: Path | str, state: str, **fields: Any) -> dict[str, Any]:
@@ -40,3 +40,15 @@ def finished_at(out: Path | str) -> int | None:
         return None
     step = record.get("step")
     return step if isinstance(step, int) else None
+
+
+def nothing_left(output_dir: Path | str, resume_from: str | None, max_steps: int) -> str | None:
+    """Why a --resume would train nothing: the run finished at (or past) max_steps, or the checkpoint it would continue
+    is already there (PaddleNLP would still take one more step). None when there are steps left to train."""
+    done = finished_at(output_dir)
+    if done is not None and done >= max_steps:
+        return f"{output_dir}: this run finished at step {done} (max_steps {max_steps}); nothing to train"
+    m = CHECKPOINT_RE.match(Path(resume_from).name) if resume_from else None
+    if m and int(m.group(1)) >= max_steps:
+        return f"{output_dir}: {m.group(0)} is at step {m.group(1)}, max_steps is {max_steps}; nothing to train"
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 from llmpt import schemas
 from llmpt.errors import LlmptError, Preempted
 from llmpt.fsutil import check_writable, probe_writable, why_unwritable
-from llmpt.launch.checkpoints import checkpoints
+from llmpt.launch.checkpoints import checkpoints, is_complete
 from llmpt.launch.command import RANK_ENTRY, run_launch_command
 from llmpt.launch.hang import HangWatch, local_rank_pids
 from llmpt.launch.state import write_state
@@ -324,7 +324,7 @@ def _end_preempted(cfg: RunConfig, run: RunDir, stopped: dict[str, str], signame
     if stopped and all(v == "finished" for v in stopped.values()):
         return  # the signal came during the final step or the final save: the run is complete
     step_of = _rank_steps(run)
-    found = {step: p for step, p in checkpoints(run.root)}
+    found = {step: p for step, p in checkpoints(run.root) if is_complete(p)}
     steps_stopped = {step_of.get(r) for r, v in stopped.items() if v == "preempted"}
     signame = signame or next(
         (str(rep.get("signal")) for rep in _rank_reports(run).values() if rep.get("signal")), "a preemption signal"
