@@ -3,6 +3,10 @@ files run on every node: one node's ranks of an existing run.yaml)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -10,7 +14,11 @@ import typer
 from llmpt import schemas
 from llmpt.cli import options as opt
 from llmpt.cli._common import console, err_console, print_json
-from llmpt.errors import LlmptError
+from llmpt.errors import LlmptError, LlmptWarning
+from llmpt.launch.scripts import SLURM_PORT_BASE, SLURM_PORT_SPAN
+
+_SLURM_ONLY = ("--partition", "--account", "--time", "--qos", "--sbatch", "--requeue", "--signal-before", "--port")
+_K8S_ONLY = ("--image", "--pvc", "--host-path")
 
 
 def launch_script(
@@ -34,26 +42,91 @@ def launch_script(
     device_type: str = opt.DEVICE_TYPE,
     force: bool = opt.FORCE,
     overwrite: bool = opt.OVERWRITE,
+    resume: bool = typer.Option(
+        False, "--resume", help="Write the files to continue the run in --output-dir (its newest complete checkpoint)."
+    ),
     image: str = typer.Option("llmpt:latest", "--image", help="--k8s: container image with llmpt installed."),
-    port: int = opt.PORT,
+    pvc: list[str] = typer.Option(
+        None, "--pvc", help="--k8s: mount a PersistentVolumeClaim: CLAIM:/MOUNT (repeatable; default llmpt-runs at -o)."
+    ),
+    host_path: list[str] = typer.Option(
+        None, "--host-path", help="--k8s: mount a node directory: /DIR[:/MOUNT] (repeatable)."
+    ),
+    port: int = typer.Option(
+        None,
+        "--port",
+        help=f"--slurm: rendezvous port on the first node (default: {SLURM_PORT_BASE} + job id % {SLURM_PORT_SPAN}).",
+    ),
+    partition: str = typer.Option(None, "--partition", help="--slurm: #SBATCH --partition."),
+    account: str = typer.Option(None, "--account", help="--slurm: #SBATCH --account."),
+    time_limit: str = typer.Option(None, "--time", help="--slurm: #SBATCH --time (e.g. 2-00:00:00)."),
+    qos: str = typer.Option(None, "--qos", help="--slurm: #SBATCH --qos."),
+    sbatch: list[str] = typer.Option(
+        None, "--sbatch", help='--slurm: another #SBATCH line, e.g. --sbatch "--constraint=a100" (repeatable).'
+    ),
+    requeue: bool = typer.Option(
+        False, "--requeue", help="--slurm: a preempted run (exit 75) requeues its job; it resumes when it starts again."
+    ),
+    signal_before: int = typer.Option(
+        None,
+        "--signal-before",
+        help="--slurm: send train.preempt_signal this many seconds before the time limit (a checkpoint, exit 75).",
+    ),
     json_out: bool = opt.JSON,
 ) -> None:
     """Write the cluster launch files for a run: the same checks and run.yaml as llmpt train, started on each node."""
-    from llmpt.launch.scripts import paddlejob_manifest, slurm_script
+    from llmpt.launch.scripts import (
+        SlurmOptions,
+        absolute,
+        absolute_data,
+        check_absolute_paths,
+        check_slurm_options,
+        check_volumes,
+        default_volumes,
+        paddlejob_manifest,
+        parse_volume,
+        slurm_script,
+    )
+    from llmpt.launch.state import finished_at
     from llmpt.launch.supervise import prepare_output_dir
+    from llmpt.launch.trust import pickle_warnings
     from llmpt.resolve import RunRequest, resolve_run
     from llmpt.run_config import write_run_yaml
     from llmpt.run_dir import RunDir
 
     if slurm == k8s:
         raise LlmptError("launch-script needs exactly one of --slurm or --k8s", "e.g. llmpt launch-script … --slurm")
-    if not 0 < port < 65536:
-        raise LlmptError(f"--port {port}: must be in 1..65535")
     if k8s and not image.strip():
         raise LlmptError(f"--image {image!r}: empty; --k8s needs the container image with llmpt installed")
-    # the nodes find each other on the cluster: the master is known there, not here
+    slurm_opts = SlurmOptions(partition, account, time_limit, qos, tuple(sbatch or ()), requeue, signal_before, port)
+    check_slurm_options(slurm_opts)
+    volumes = [parse_volume("pvc", v) for v in pvc or ()] + [parse_volume("host", v) for v in host_path or ()]
+    given = {f for f, v in zip(_SLURM_ONLY, (partition, account, time_limit, qos, sbatch, requeue, signal_before, port),
+                                 strict=True) if v}  # fmt: skip
+    given |= {f for f, v in zip(_K8S_ONLY, (image != "llmpt:latest", pvc, host_path), strict=True) if v}
+    unused = sorted(given - set(_SLURM_ONLY if slurm else _K8S_ONLY), key=(*_SLURM_ONLY, *_K8S_ONLY).index)
+    for flag in unused:
+        warnings.warn(f"{flag} has no effect with {'--slurm' if slurm else '--k8s'}", LlmptWarning, stacklevel=1)
+    # every node opens the same paths: made absolute here, where they were given
     fields = opt.request_fields(locals())
-    cfg = resolve_run(RunRequest(**fields, master=f"first-node:{port}", local=False))
+    fields |= {"output_dir": absolute(output_dir), "data": tuple(absolute_data(d) for d in fields["data"])}
+    if init_from and Path(init_from).expanduser().exists():
+        fields["init_from"] = absolute(init_from)
+    # the nodes find each other on the cluster: the master is known there, not here
+    request = RunRequest(**fields, master=f"first-node:{port or SLURM_PORT_BASE}", local=False)
+    cfg = resolve_run(request)
+    if not Path(cfg.output_dir).is_absolute():  # the default run directory, under this directory
+        cfg = resolve_run(replace(request, output_dir=absolute(cfg.output_dir)))
+    check_absolute_paths(cfg)
+    if k8s and volumes:
+        check_volumes(cfg, volumes, _in_image())
+    elif k8s:
+        volumes = default_volumes(cfg, _in_image())
+    if resume and (step := finished_at(cfg.output_dir)) is not None and step >= cfg.train.max_steps:
+        raise LlmptError(
+            f"--resume: the run in {cfg.output_dir} finished at step {step}: the files would train nothing",
+            f"raise --max-steps above {step} to train further, or start a new run with another --output-dir",
+        )
     prepare_output_dir(cfg, overwrite=overwrite)
     out = Path(cfg.output_dir)
     run_yaml = RunDir(out).run_yaml
@@ -61,15 +134,18 @@ def launch_script(
     n = cfg.nproc_per_node
     if slurm:
         script = out / "launch.sbatch"
-        text = slurm_script(cfg, run_yaml, n, port)
+        (out / "logs").mkdir(exist_ok=True)  # Slurm opens #SBATCH --output before the script runs
+        text = slurm_script(cfg, run_yaml, n, slurm_opts)
     else:
         script = out / "paddlejob.yaml"
-        text = paddlejob_manifest(cfg, run_yaml.read_text(encoding="utf-8"), n, image)
+        text = paddlejob_manifest(cfg, run_yaml.read_text(encoding="utf-8"), n, image, volumes)
     tmp = script.with_name(script.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(script)
     if slurm:
         script.chmod(0o755)
+    for w in pickle_warnings(cfg):
+        warnings.warn(w, LlmptWarning, stacklevel=1)
     if json_out:
         print_json(
             {
@@ -87,18 +163,42 @@ def launch_script(
     console.print(f"submit: {'sbatch' if slurm else 'kubectl apply -f'} {script}", highlight=False)
 
 
+def _in_image() -> list[str]:
+    """What a pod has without a volume: llmpt's own files (its shipped tokenizer) and the shipped corpus, which
+    run-node prepares in the pod's cache."""
+    from llmpt.data.prepare import shipped_prefix
+
+    return [str(Path(__file__).resolve().parents[1]), str(shipped_prefix())]
+
+
 def run_node(
     run_yaml: str = typer.Argument(..., help="The run.yaml launch-script (or llmpt train) wrote."),
     master: str = opt.MASTER,
     node_rank: int = opt.NODE_RANK,
     nproc_per_node: int = typer.Option(None, "--nproc-per-node", help="Ranks on this node (default: even split)."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue from the newest complete checkpoint if there is one, else start; a finished run trains nothing.",
+    ),
+    host: str = typer.Option(
+        None, "--host", help="This node's IP address for the other nodes (default: the master's on node 0)."
+    ),
     json_out: bool = opt.JSON,
 ) -> None:
     """Start this node's ranks of an existing run (what launch-script's files run on every node)."""
     from llmpt.data.prepare import prepare_shipped
     from llmpt.interop.convert import prepare_init_weights
-    from llmpt.launch.command import check_master_port, check_multinode
+    from llmpt.launch.command import (
+        check_host,
+        check_master_here,
+        check_master_port,
+        check_multinode,
+        resolve_master,
+    )
+    from llmpt.launch.state import finished_at
     from llmpt.launch.supervise import check_devices_here, check_output_writable, run_training
+    from llmpt.launch.trust import pickle_warnings
 
     cfg = _read_run_yaml(Path(run_yaml))
     if not 1 <= cfg.nnodes <= cfg.world_size:
@@ -113,17 +213,47 @@ def run_node(
             f"pass --nproc-per-node {cfg.world_size // cfg.nnodes}",
         )
     check_multinode(cfg.nnodes, master, node_rank)
+    out = Path(cfg.output_dir)
+    if resume and (step := finished_at(out)) is not None and step >= cfg.train.max_steps:
+        # a requeued or restarted job whose run is complete: nothing to do, and nothing to fail
+        if json_out:
+            print_json(
+                {"node_rank": node_rank or 0, "ranks_finished": True, "finished_at": step, "summary": str(out)},
+                schemas.NODE_SUMMARY,
+            )
+        else:
+            err_console.print(
+                f"llmpt run-node: the run in {out} finished at step {step} of {cfg.train.max_steps}; nothing to train",
+                highlight=False,
+                soft_wrap=True,
+            )
+        return
+    master = resolve_master(master)
+    check_host(host)
     check_master_port(master, node_rank)
+    check_master_here(master, node_rank)
     check_devices_here(cfg)
-    check_output_writable(Path(cfg.output_dir))
+    check_output_writable(out)
     _check_inputs(cfg, Path(run_yaml))
+    if resume:
+        cfg = _resumed(cfg)
     cfg = cfg.on_node(master, node_rank, n)
+    for w in pickle_warnings(cfg):  # now, before anything is loaded (a LlmptWarning shows when the command ends)
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     prepare_shipped(cfg.data.prefixes)  # every check passed: the first write
     prepare_init_weights(cfg.model.init_source, cfg.model.family)  # a Hugging Face --init-from, converted here too
+    if resume:
+        _new_attempt(cfg, node_rank or 0, n)
+    # paddle.distributed.launch reads its host IP from POD_IP (its --host): the address its peers reach it at. On
+    # node 0 that is the master's, so its launcher knows the rendezvous is its own and serves it.
+    launcher_host = host or (master.rpartition(":")[0] if master and not node_rank else None)
+    if launcher_host:
+        os.environ["POD_IP"] = launcher_host
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure
+        start = f"from {Path(cfg.resume_from).name}" if cfg.resume_from else "from step 0"
         err_console.print(
             f"[bold]llmpt run-node[/] {cfg.model.id} · {cfg.strategy.name} · node {node_rank or 0}/{cfg.nnodes} · "
-            f"{n} {cfg.device} ranks → {cfg.output_dir}",
+            f"{n} {cfg.device} ranks · {start} → {cfg.output_dir}",
             highlight=False,
             soft_wrap=True,
         )
@@ -132,6 +262,39 @@ def run_node(
         print_json(summary)
     else:
         console.print(f"node {node_rank or 0}: done; {cfg.output_dir}/summary.json", highlight=False)
+
+
+def _resumed(cfg):
+    """run-node --resume: the run from its newest complete checkpoint (checked as llmpt train --resume checks it),
+    or from the start when it has none yet."""
+    from llmpt.launch.checkpoints import last_complete
+    from llmpt.resolve.resume import check_resume
+
+    ckpt = last_complete(Path(cfg.output_dir))
+    cfg = cfg.model_copy(update={"resume_from": str(ckpt) if ckpt else None})
+    return check_resume(cfg) if ckpt else cfg
+
+
+def _new_attempt(cfg, node_rank: int, nproc: int) -> None:
+    """Before a restarted node starts its ranks: its own ranks' files of the last attempt go (a stale pid file would
+    read as a dead rank, stale progress as a hang); node 0 also clears what would mix into this attempt: checkpoints
+    newer than the one resumed (saves cut short), and, starting afresh, the last attempt's results."""
+    from llmpt.run_dir import RunDir
+
+    run = RunDir(cfg.output_dir)
+    for rank in range(node_rank * nproc, (node_rank + 1) * nproc):
+        for p in (run.rank_pid(rank), run.rank_report(rank), run.rank_progress(rank), run.rank_stack(rank)):
+            p.unlink(missing_ok=True)
+    if node_rank != 0:
+        return
+    run.preempt_request.unlink(missing_ok=True)
+    resumed = int(Path(cfg.resume_from).name.rsplit("-", 1)[1]) if cfg.resume_from else -1
+    for step, p in run.checkpoints():
+        if step > resumed:
+            shutil.rmtree(p)
+    if cfg.resume_from is None:
+        for p in run.outputs_of_a_run():
+            p.unlink(missing_ok=True)
 
 
 def _check_inputs(cfg, run_yaml: Path) -> None:

@@ -97,6 +97,74 @@ def check_master_port(master: str | None, node_rank: int | None) -> None:
             return
 
 
+def is_local_address(ip: str) -> bool:
+    """`ip` is an address of this machine (a socket can be bound to it)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(ip, 0, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, ValueError):
+        return False
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        try:
+            sock.bind(addr)
+        except OSError:
+            return False
+    return True
+
+
+def resolve_master(master: str | None) -> str | None:
+    """--master with its host as an IP address: paddle.distributed.launch serves the rendezvous only on the node
+    whose own IP is the master's (a host name never matches), and the ranks reach the store at that address."""
+    import ipaddress
+    import socket
+
+    if not master:
+        return master
+    host, _, port = master.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        return master
+    except ValueError:
+        pass
+    try:
+        return f"{socket.gethostbyname(host)}:{port}"
+    except OSError:
+        raise LlmptError(
+            f"--master {master}: the host {host!r} does not resolve on this node",
+            "pass the first node's IP address or a name every node resolves",
+        ) from None
+
+
+def check_host(host: str | None) -> None:
+    """--host: this node's IP address as the other nodes reach it (paddle.distributed.launch --host / POD_IP)."""
+    import ipaddress
+
+    if host is None:
+        return
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise LlmptError(f"--host {host!r}: expected this node's IPv4 address, e.g. 10.0.0.2") from None
+    if not is_local_address(host):
+        raise LlmptError(f"--host {host}: not an address of this machine", "see `ip -4 addr` for this node's addresses")
+
+
+def check_master_here(master: str | None, node_rank: int | None) -> None:
+    """Node 0 hosts the rendezvous: --master (resolved) must be one of its own addresses, or no launcher serves it
+    and every node waits for it."""
+    if not master or node_rank not in (None, 0):
+        return
+    host = master.rpartition(":")[0]
+    if not is_local_address(host):
+        raise LlmptError(
+            f"--master {master}: --node-rank {node_rank or 0} hosts the rendezvous, but {host} is not an address of "
+            "this machine",
+            "start node 0 on the master's machine, or pass that machine's address as --master",
+        )
+
+
 def build_launch_command(topo: Topology, run_yaml: Path, log_dir: Path, python: str | None = None) -> list[str]:
     """argv for paddle.distributed.launch starting RANK_ENTRY on every rank with `run_yaml`."""
     cmd = [python or sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(log_dir)]
