@@ -59,6 +59,9 @@ class EncoderSpec:
     pattern: str | None = None  # tiktoken's pre-tokenizer regex
     special_tokens: tuple[tuple[str, int], ...] = ()  # tiktoken: special tokens allowed in text
     tokenizer_json: str | None = None  # a tokenizer.json document (fastokens / tokenizers)
+    # or what bpe_json makes one from: (vocabulary, merges in rank order, split regex); not part of the spec's
+    # identity (a 151k vocabulary would be hashed at every look-up), it follows from the tokenizer's files
+    bpe_model: tuple[dict[str, int], list[tuple[str, str]], str] | None = field(default=None, compare=False, repr=False)
     probe_literals: tuple[str, ...] = ()  # the tokenizer's special/added tokens: documents holding one are sampled
 
     def describe(self) -> str:
@@ -149,12 +152,39 @@ class _SentencePieceWords:
         return np.asarray(flat, dtype=np.int64), lengths
 
 
+def bpe_json(vocab: dict[str, int], merges: list[tuple[str, str]], pattern: str) -> str:
+    """The tokenizer.json of a byte-level BPE class (GPT/Bloom/Qwen2Tokenizer): its vocabulary, its merges in
+    rank order, its split regex, then the byte-to-character map. ValueError when a merge's parts are not in the
+    vocabulary (the class would map them to unk; a BPE model cannot)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    try:
+        bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises its own exception type here
+        raise ValueError(f"the merges do not fit the vocabulary ({e})") from None
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    return bpe.to_str()
+
+
+def _tokenizer_json(spec: EncoderSpec) -> str:
+    if spec.tokenizer_json is not None:
+        return spec.tokenizer_json
+    if spec.bpe_model is None:
+        raise ValueError(f"{spec.tokenizer_class}: no tokenizer.json to build the {spec.backend} encoder from")
+    return bpe_json(*spec.bpe_model)
+
+
 class _Fastokens:
     def __init__(self, spec: EncoderSpec) -> None:
         import fastokens
 
-        if spec.tokenizer_json is not None:
-            self._tok = fastokens.Tokenizer.from_json_str(spec.tokenizer_json)
+        if spec.family == "bpe":
+            self._tok = fastokens.Tokenizer.from_json_str(_tokenizer_json(spec))
         else:
             self._tok = fastokens.Tokenizer.from_tiktoken(
                 spec.model_path, pattern=spec.pattern, special_tokens=dict(spec.special_tokens)
@@ -186,7 +216,7 @@ class _Tokenizers:
     def __init__(self, spec: EncoderSpec) -> None:
         from tokenizers import Tokenizer
 
-        self._tok = Tokenizer.from_str(spec.tokenizer_json)
+        self._tok = Tokenizer.from_str(_tokenizer_json(spec))
         self._tok.no_truncation()
         self._tok.no_padding()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import glob
 import gzip
 import os
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +76,25 @@ class Chunk:
     fmt: Format
     first_line: int
     data: bytes
+
+
+_BLANK_LINE = re.compile(rb"\n[ \t\r\f\v]*\n")  # a text document ends at a line that is only whitespace
+
+
+def split_chunk(chunk: Chunk, nbytes: int) -> tuple[Chunk, Chunk | None]:
+    """The chunk's first ~nbytes of whole documents and the rest (None when the chunk is not longer): cut after
+    a line end (jsonl) or after a blank line (text), so that both parts hold exactly the chunk's documents."""
+    if len(chunk.data) <= nbytes:
+        return chunk, None
+    if chunk.fmt == "jsonl":
+        cut = chunk.data.find(b"\n", max(nbytes - 1, 0)) + 1
+    else:
+        m = _BLANK_LINE.search(chunk.data, max(nbytes - 1, 0))
+        cut = m.end() if m else 0
+    if cut <= 0 or cut >= len(chunk.data):
+        return chunk, None
+    head, tail = chunk.data[:cut], chunk.data[cut:]
+    return replace(chunk, data=head), replace(chunk, first_line=chunk.first_line + head.count(b"\n"), data=tail)
 
 
 def _open(f: InputFile):

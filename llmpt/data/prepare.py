@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -31,7 +32,7 @@ from llmpt.data.encode import (
     warm_task,
     warm_worker,
 )
-from llmpt.data.inputs import CHUNK_BYTES, DataError, InputFile, discover_inputs, iter_chunks
+from llmpt.data.inputs import CHUNK_BYTES, DataError, InputFile, discover_inputs, iter_chunks, split_chunk
 from llmpt.data.mmap import IndexFormatError, index_bytes, read_index, write_index
 from llmpt.data.tokenizer import SHIPPED_CORPUS, encoder_spec, load_tokenizer, resolve_tokenizer_dir
 from llmpt.errors import LlmptWarning
@@ -210,21 +211,27 @@ def tokenizer_fingerprint(tok, tokenizer_dir: Path, name: str) -> dict:
 
 class _Workers:
     """The encoding processes, spawned before the parent loads PaddleNLP (so that their start overlaps its ~5 s
-    import); the encoder's spec reaches them as a pickled file named in each task. One worker: in-process."""
+    import); the encoder's spec reaches them as a pickled file named in each task. One worker: in-process, unless
+    `helper`: then one process prepares the fast encoder while the parent encodes with the class (a thread would
+    do, the native builds release the GIL, but a process can be stopped when the class finishes first: a thread
+    still inside a Rust build when the interpreter exits aborts it), and encodes the rest."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, helper: bool = False) -> None:
         self.workers = workers
+        self.helper = helper
         self.pool = None
         self.spec_files: dict[EncoderSpec, str] = {}
         self.encoders: dict[EncoderSpec, Encoder] = {}
+        self.closed = False
 
     def __enter__(self) -> _Workers:
-        if self.workers > 1:
+        if self.workers > 1 or self.helper:
             # spawn: the parent will have paddlenlp (and its threads) loaded; workers need neither
             self.pool = mp.get_context("spawn").Pool(self.workers, initializer=warm_worker)
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closed = True
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
@@ -247,7 +254,10 @@ class _Workers:
             with os.fdopen(fd, "wb") as f:
                 pickle.dump(spec, f)
             self.spec_files[spec] = path
-            for _ in range(self.workers):  # every worker builds it now, not at its first chunk
+            # every worker builds it now, not at its first chunk; not while the parent encodes with the class
+            # (helper): the first task, the probe, builds it in one worker, and the others build at their first
+            # chunk, so that one build has a core of its own
+            for _ in range(0 if self.helper else self.workers):
                 self.pool.apply_async(warm_task, (path,))
         return self.spec_files[spec]
 
@@ -257,15 +267,27 @@ class _Workers:
         if self.pool is None:
             out = self._in_process(spec).encode(texts)
             return lambda: out
-        return self.pool.apply_async(encode_texts_task, (self._spec_path(spec), texts)).get
+        pending = self.pool.apply_async(encode_texts_task, (self._spec_path(spec), texts))
+
+        def wait() -> tuple[np.ndarray, np.ndarray]:
+            # polled: a fast path still being chosen when the run ends must not wait forever on a closed pool
+            while True:
+                try:
+                    return pending.get(timeout=0.1)
+                except mp.TimeoutError:
+                    if self.closed:
+                        raise RuntimeError("the worker pool closed before the probe was encoded") from None
+
+        return wait
 
     def results(self, spec: EncoderSpec, chunks: Iterator, tok=None) -> Iterator[ChunkResult]:
         """Encoded chunks in input order. At most 2 x workers + 1 chunks are in flight, so memory does not grow
         with the corpus (Pool.imap would read the whole input ahead of slow workers)."""
-        if self.pool is None:
+        if self.pool is None or (spec.backend == "paddlenlp" and self.workers == 1):
             enc = Encoder(spec, tokenizer=tok) if spec.backend == "paddlenlp" else self._in_process(spec)
             for c in chunks:
-                yield encode_chunk(c, enc)
+                # the class itself is PaddleNLP's pipeline: nothing to sample
+                yield encode_chunk(c, enc, sample=spec.backend != "paddlenlp")
             return
         spec_path = self._spec_path(spec)
         pending: collections.deque = collections.deque()
@@ -283,6 +305,149 @@ def effective_workers(files: list[InputFile], workers: int) -> int:
     size = sum(f.path.stat().st_size * (4 if f.gzipped else 1) for f in files)
     chunks = -(-size // CHUNK_BYTES)
     return 1 if chunks <= 2 else min(workers, chunks)
+
+
+# Which encoder encodes which part of the input. PaddleNLP's class (in this process) needs no set-up and is the
+# pipeline itself, so its ids need no check; a fast encoder needs a set-up (a 151k-entry vocabulary: 0.8-1.5 s to
+# build, measured in the README) and its probe, then runs 6-60x faster. Rather than predict which finishes first,
+# both start at once: the fast path is prepared in a thread (the native builds release the GIL) or in the workers,
+# while the class encodes the input from its start in slices; the fast encoder takes the rest as soon as it is
+# ready. The run therefore costs about min(class alone, fast set-up + fast encoding) on a free core; the only
+# costs of switching are one slice and the self-check's samples of the fast part (at most its documents).
+SWITCH_LAG_S = 0.05  # a class slice's target duration: the switch lags readiness by ~this (<= 6% of a set-up)
+FIRST_SLICE_BYTES = 16 << 10  # before the class's speed is measured: 2-18 ms at its measured 0.9-7.8 MB/s
+
+
+def slice_bytes(class_seconds: float, class_bytes: int) -> int:
+    """How much input the class encodes before looking again whether the fast encoder is ready: what it does in
+    SWITCH_LAG_S at the speed measured on this input so far, within [FIRST_SLICE_BYTES, CHUNK_BYTES]."""
+    if class_bytes <= 0 or class_seconds <= 0:
+        return FIRST_SLICE_BYTES
+    return int(min(max(class_bytes / class_seconds * SWITCH_LAG_S, FIRST_SLICE_BYTES), CHUNK_BYTES))
+
+
+@dataclass
+class Selection:
+    """Which encoder encoded what in a run, and why (the manifest's encoder.selection)."""
+
+    mode: str = "race"  # race: the class until the fast path is ready | forced: --encoder | fast: fast path first
+    class_documents: int = 0
+    class_bytes: int = 0
+    class_seconds: float = 0.0  # the class's encoding time while the fast path was prepared
+    fast_backend: str | None = None  # the fast encoder that encoded the rest (None: it encoded nothing)
+    fast_documents: int = 0
+    fast_bytes: int = 0
+    fast_ready_seconds: float | None = None  # when the fast path was chosen and probed (None: not before the end)
+    probed: int = 0
+    restarted: str | None = None  # why this run started again on the slow path
+
+
+def selection_record(sel: Selection, tokenizer_class: str) -> dict:
+    """The manifest's account of the encoder choice: the counts, and one sentence saying why."""
+    mb = sel.class_bytes / 1e6
+    if sel.restarted:
+        why = f"started again with PaddleNLP's {tokenizer_class}: {sel.restarted}"
+    elif sel.mode == "forced":
+        why = f"--encoder {sel.fast_backend or 'paddlenlp'} was given"
+    elif sel.fast_backend is None and sel.fast_ready_seconds is None:
+        why = (
+            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s) "
+            "before a fast encoder was ready"
+        )
+    elif sel.fast_backend is None:
+        why = f"no fast encoder gives PaddleNLP's {tokenizer_class} ids (see the warnings): its class encoded all"
+    elif sel.class_bytes:
+        why = (
+            f"PaddleNLP's {tokenizer_class} encoded the first {mb:.2f} MB ({sel.class_seconds:.2f} s) while "
+            f"the {sel.fast_backend} encoder was prepared ({sel.fast_ready_seconds:.2f} s), {sel.fast_backend} the rest"
+        )
+    else:
+        why = f"the {sel.fast_backend} encoder, prepared before the first document"
+    ready = sel.fast_ready_seconds
+    return {
+        "mode": sel.mode,
+        "why": why,
+        "class_documents": sel.class_documents,
+        "class_bytes": sel.class_bytes,
+        "class_seconds": round(sel.class_seconds, 3),
+        "fast_documents": sel.fast_documents,
+        "fast_bytes": sel.fast_bytes,
+        "fast_ready_seconds": None if ready is None else round(ready, 3),
+    }
+
+
+class _FastChoice:
+    """The fast path being chosen: choose_encoder (spec completed, candidates built and probed) in a background
+    thread, or at once. Its warnings are kept and shown when the run uses the choice."""
+
+    def __init__(self, choose: Callable[[Callable[[str], None]], tuple[EncoderSpec, int]], background: bool) -> None:
+        self.messages: list[str] = []
+        self.start = time.perf_counter()
+        self.seconds: float | None = None
+        self._done = threading.Event()
+        self._result: tuple[EncoderSpec, int] | None = None
+        self._error: BaseException | None = None
+        if background:
+            threading.Thread(target=self._run, args=(choose,), daemon=True, name="llmpt-fast-path").start()
+        else:
+            self._run(choose)
+
+    def _run(self, choose) -> None:
+        try:
+            self._result = choose(self.messages.append)
+        except BaseException as e:  # noqa: BLE001 - re-raised by wait(), in the run's thread
+            self._error = e
+        self.seconds = time.perf_counter() - self.start
+        self._done.set()
+
+    def ready(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self) -> tuple[EncoderSpec, int]:
+        self._done.wait()
+        messages, self.messages = self.messages, []
+        for m in messages:
+            warnings.warn(m, LlmptWarning, stacklevel=4)
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+def _encoded(
+    pool: _Workers, choice: _FastChoice, tok, slow_spec: EncoderSpec, chunks: Iterator, sel: Selection
+) -> Iterator[tuple[ChunkResult, EncoderSpec | None]]:
+    """Encoded chunks in input order, each with the fast spec that encoded it (None: the class). The class
+    encodes slices of the input until the fast path is ready; then the fast path (or the class, if no fast
+    encoder matched) encodes the rest."""
+    it = iter(chunks)
+    chunk = next(it, None)
+    slow: Encoder | None = None
+    while chunk is not None and not choice.ready():
+        slow = slow or Encoder(slow_spec, tokenizer=tok)
+        head, rest = split_chunk(chunk, slice_bytes(sel.class_seconds, sel.class_bytes))
+        t = time.perf_counter()
+        r = encode_chunk(head, slow, sample=False)  # the class is the pipeline: nothing to check
+        r.peak_rss_kb = 0  # this process, not an encoding worker
+        sel.class_seconds += time.perf_counter() - t
+        sel.class_bytes += r.bytes_in
+        sel.class_documents += r.documents
+        yield r, None
+        chunk = rest if rest is not None else next(it, None)
+    if chunk is None:
+        return
+    spec, sel.probed = choice.wait()
+    sel.fast_ready_seconds = choice.seconds
+    fast = spec if spec.backend != "paddlenlp" else None
+    sel.fast_backend = fast.backend if fast else None
+    for r in pool.results(spec, itertools.chain([chunk], it), tok):
+        if fast:
+            sel.fast_documents += r.documents
+            sel.fast_bytes += r.bytes_in
+        else:
+            sel.class_documents += r.documents
+            sel.class_bytes += r.bytes_in
+        yield r, fast
 
 
 @contextlib.contextmanager
@@ -315,10 +480,12 @@ def prepare_data(
     fmt: str = "auto",
     progress: ProgressFn | None = None,
     encoder: str | None = None,
+    slow_start: bool = True,
 ) -> PrepareResult:
     """Tokenize `inputs` into OUTPUT.bin/.idx (+ manifest). No inputs: the shipped corpus. `encoder`: force one
-    backend (sentencepiece, fastokens, tiktoken, tokenizers, or paddlenlp: the slow path); default the fastest
-    that passes the self-check."""
+    backend (spwords, sentencepiece, fastokens, tiktoken, tokenizers, or paddlenlp: the slow path). Default:
+    PaddleNLP's class encodes from the first document while the fastest native encoder that passes the self-check
+    is prepared, and that encoder the rest once it is ready (`slow_start=False`: wait for it instead)."""
     if workers < 1:
         raise DataError(f"--workers {workers}: must be >= 1")
     if fmt not in ("auto", "jsonl", "text"):
@@ -328,40 +495,56 @@ def prepare_data(
     prefix = output or str(Path("data") / files[0].path.name.split(".")[0])
     _check_output(prefix, force)
     tok_dir = resolve_tokenizer_dir(tokenizer)
-    from llmpt.data.selfcheck import Divergence, choose_encoder
+    from llmpt.data.selfcheck import Divergence, choose_encoder, probe_set
 
-    with _Workers(effective_workers(files, workers)) as pool:
+    with _Workers(effective_workers(files, workers), helper=slow_start and not encoder) as pool:
         tok = load_tokenizer(tok_dir)
         base = encoder_spec(tok, tok_dir, text_key, append_eos, encoder)
-        spec, probed = choose_encoder(tok, base, forced=bool(encoder), encode_later=pool.encode_later)
+        slow_spec = replace(base, backend="paddlenlp")
+        race = slow_start and not encoder and base.backend != "paddlenlp"
+        # PaddleNLP's ids of the probe set, here: the thread below reads the tokenizer but never runs it
+        probe = probe_set(tok, base) if race else None
+        choice = _FastChoice(
+            lambda warn: choose_encoder(
+                tok, base, forced=bool(encoder), encode_later=pool.encode_later, warn=warn, probe=probe
+            ),
+            background=race,
+        )
+        sel = Selection(mode="race" if race else "forced" if encoder else "fast")
         name = tokenizer if tokenizer and not Path(tokenizer).is_dir() else tok_dir.name
         remove_stale_temporaries(prefix)
         # after the tokenizer: importing paddle installs its own SIGTERM handler, which exits on the spot
         with _terminate_cleanly():
+            args = (tok, slow_spec, files, specs, prefix, pool, strict, progress, name)
             try:
-                return _prepare(spec, tok, probed, files, specs, prefix, pool, strict, progress, name)
+                return _prepare(choice, sel, *args)
             except Divergence as d:
                 warnings.warn(
-                    f"the {spec.backend} encoder disagrees with PaddleNLP's {spec.tokenizer_class} on a sampled "
+                    f"the {sel.fast_backend} encoder disagrees with PaddleNLP's {base.tokenizer_class} on a sampled "
                     f"document ({str(d)[:60]!r}); starting again with PaddleNLP's tokenizer (slow)",
                     LlmptWarning,
                     stacklevel=2,
                 )
-                slow = replace(spec, backend="paddlenlp")
-                return _prepare(slow, tok, 0, files, specs, prefix, pool, strict, progress, name)
+                again = Selection(mode=sel.mode, restarted=f"the {sel.fast_backend} encoder disagreed on a sample")
+                return _prepare(_FastChoice(lambda warn: (slow_spec, 0), background=False), again, *args)
 
 
-def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict, progress, name) -> PrepareResult:
+def _prepare(
+    choice: _FastChoice, sel: Selection, tok, slow_spec: EncoderSpec, files, specs, prefix, pool, strict, progress, name
+) -> PrepareResult:
     from llmpt.data.selfcheck import SampleChecker
 
     start = time.perf_counter()
-    checker = SampleChecker(tok, spec, probed)
+    checker = SampleChecker(tok, slow_spec, 0)  # inactive until a fast encoder encodes
     documents = tokens = skipped = empty = bytes_in = peak_rss_kb = 0
     bad_lines: list[dict] = []
     bin_hash = hashlib.sha256()
+    spec = slow_spec
     with _AtomicOutputs(prefix) as out:
         with out.tmp["bin"].open("wb") as bin_f, out.tmp["sizes"].open("wb") as sizes_f:
-            for r in pool.results(spec, iter_chunks(files), tok):
+            for r, fast in _encoded(pool, choice, tok, slow_spec, iter_chunks(files), sel):
+                if fast is not None and not checker.active:
+                    checker = SampleChecker(tok, fast, sel.probed)
                 if strict and r.bad:
                     f, line, why = r.bad_lines[0]
                     raise DataError(f"{f}:{line}: {why} (--strict stops at the first bad line)")
@@ -395,7 +578,12 @@ def _prepare(spec: EncoderSpec, tok, probed, files, specs, prefix, pool, strict,
             )
         write_index(out.tmp["idx"], out.tmp["sizes"], np.dtype(spec.dtype))
         seconds = time.perf_counter() - start
-        encoder = {"family": spec.family, "backend": spec.backend, "self_check": checker.summary(documents)}
+        encoder = {
+            "family": spec.family,
+            "backend": sel.fast_backend or "paddlenlp",
+            "selection": selection_record(sel, spec.tokenizer_class),
+            "self_check": checker.summary(sel.fast_documents),
+        }
         if pool.pool is not None:
             encoder["worker_peak_rss_mb"] = round(peak_rss_kb / 1024, 1)
         manifest = out.finish(

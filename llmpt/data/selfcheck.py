@@ -13,7 +13,7 @@ import numpy as np
 from llmpt.data.adversarial import adversarial_documents
 from llmpt.data.encode import MAX_REPEATED_LEN, Encoder, EncoderSpec, _clean
 from llmpt.data.inputs import DataError
-from llmpt.data.tokenizer import native_backends
+from llmpt.data.tokenizer import complete_spec, native_backends
 from llmpt.errors import LlmptWarning
 
 # create_pretraining_data.py's Converter.remove_repeated_chars, verbatim (no re.S)
@@ -40,10 +40,18 @@ def _in_process(spec: EncoderSpec, texts: list[str]) -> Callable[[], tuple[np.nd
     return lambda: out
 
 
-def _first_difference(spec: EncoderSpec, tok, docs: list[str], encode_later: EncodeLater) -> str | None:
-    pending = encode_later(spec, [_clean(d) for d in docs])  # a worker encodes while PaddleNLP runs here
-    want = [reference_ids(tok, d) for d in docs]
-    flat, lengths = pending()
+Probe = tuple[list[str], list[list[int]]]  # the adversarial documents and PaddleNLP's ids for each
+
+
+def probe_set(tok, spec: EncoderSpec) -> Probe:
+    """The probe documents and what PaddleNLP's pipeline makes of them, computed once for every candidate."""
+    docs = adversarial_documents(spec.probe_literals, quick=True)
+    return docs, [reference_ids(tok, d) for d in docs]
+
+
+def _first_difference(spec: EncoderSpec, probe: Probe, encode_later: EncodeLater) -> str | None:
+    docs, want = probe
+    flat, lengths = encode_later(spec, [_clean(d) for d in docs])()
     starts = np.concatenate(([0], np.cumsum(lengths)))
     for i, d in enumerate(docs):
         if flat[starts[i] : starts[i + 1]].tolist() != want[i]:
@@ -51,39 +59,44 @@ def _first_difference(spec: EncoderSpec, tok, docs: list[str], encode_later: Enc
     return None
 
 
+def _warn(message: str) -> None:
+    warnings.warn(message, LlmptWarning, stacklevel=3)
+
+
 def choose_encoder(
-    tok, spec: EncoderSpec, forced: bool = False, encode_later: EncodeLater = _in_process
+    tok,
+    spec: EncoderSpec,
+    forced: bool = False,
+    encode_later: EncodeLater = _in_process,
+    warn: Callable[[str], None] = _warn,
+    probe: Probe | None = None,
 ) -> tuple[EncoderSpec, int]:
     """The first native backend for the family that gives PaddleNLP's ids on the probe set, else the slow path
-    with a warning that names the document. (spec, documents compared)"""
+    with a warning that names the document. (spec, documents compared). `tok` is only read (prepare-data runs
+    this in a thread beside the class's own encoding); `probe` precomputed by probe_set, else made here."""
     if spec.backend == "paddlenlp":
         if spec.family == "other" and not forced:
-            warnings.warn(
-                f"no fast encoder restates {spec.tokenizer_class}: every worker runs PaddleNLP's tokenizer (slow)",
-                LlmptWarning,
-                stacklevel=2,
-            )
+            warn(f"no fast encoder restates {spec.tokenizer_class}: every worker runs PaddleNLP's tokenizer (slow)")
         return spec, 0
-    docs = adversarial_documents(spec.probe_literals, quick=True)
+    spec = complete_spec(tok, spec)
+    probe = probe or probe_set(tok, spec)
     others = [b for b in native_backends(spec.family) if b != spec.backend]
     order = [spec.backend] if forced else [spec.backend, *others]
     for backend in order:
         candidate = dataclasses.replace(spec, backend=backend)
         try:
-            diff = _first_difference(candidate, tok, docs, encode_later)
+            diff = _first_difference(candidate, probe, encode_later)
         except ValueError as e:  # the backend cannot restate this model (e.g. spwords: pieces span words)
-            warnings.warn(f"the {backend} encoder cannot be used: {e}", LlmptWarning, stacklevel=2)
+            warn(f"the {backend} encoder cannot be used: {e}")
             continue
         if diff is None:
-            return candidate, len(docs)
-        warnings.warn(
+            return candidate, len(probe[0])
+        warn(
             f"the {backend} encoder disagrees with PaddleNLP's {spec.tokenizer_class} on {diff[:60]!r}; "
-            + "trying the next encoder",
-            LlmptWarning,
-            stacklevel=2,
+            "trying the next encoder"
         )
-    warnings.warn(f"no native encoder matches {spec.tokenizer_class}: PaddleNLP's (slow)", LlmptWarning, stacklevel=2)
-    return dataclasses.replace(spec, backend="paddlenlp"), len(docs)
+    warn(f"no native encoder matches {spec.tokenizer_class}: PaddleNLP's (slow)")
+    return dataclasses.replace(spec, backend="paddlenlp"), len(probe[0])
 
 
 class SampleChecker:

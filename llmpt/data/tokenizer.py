@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from llmpt.data.encode import AddedTokenRule, EncoderSpec
@@ -197,7 +198,8 @@ def _sentencepiece_fields(tok) -> dict | None:
 
 def _byte_bpe_fields(tok) -> dict | None:
     """GPTTokenizer / BloomTokenizer / Qwen2Tokenizer: a pure-Python byte-level BPE over vocab.json + merges.txt,
-    re-built as a tokenizer.json (the class's own vocabulary, merges in rank order and split regex)."""
+    re-built as a tokenizer.json (the class's own vocabulary, merges in rank order and split regex) from what
+    complete_spec takes off the class, only when a fast encoder is wanted."""
     from paddlenlp.transformers import BloomTokenizer, GPTTokenizer, PretrainedTokenizer, Qwen2Tokenizer
 
     cls = type(tok)
@@ -214,31 +216,18 @@ def _byte_bpe_fields(tok) -> dict | None:
     byte_chars = set(tok.byte_encoder.values())
     if not byte_chars <= set(tok.encoder):
         return None  # a byte without its own id: the class maps it to unk, a BPE model would drop it
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    merges = [pair for pair, _ in sorted(tok.bpe_ranks.items(), key=lambda kv: kv[1])]
-    try:
-        bpe = Tokenizer(models.BPE(vocab=dict(tok.encoder), merges=merges))
-    except Exception:  # noqa: BLE001 - a merge whose parts are not in the vocabulary
-        return None
-    bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(tok.pat.pattern), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
     nfc = _is(getattr(cls, "prepare_for_tokenization", None), Qwen2Tokenizer.prepare_for_tokenization)
     return {
         "family": "bpe",
         "nfc": nfc,
         "prefix_space": (not nfc) and bool(getattr(tok, "add_prefix_space", False)),
-        "tokenizer_json": bpe.to_str(),
         "added_tokens": _no_split_rules(tok),
     }
 
 
 def _hf_fast_fields(tok) -> dict | None:
-    """PretrainedTokenizerFast: tokenize = the Rust tokenizer's encode(text, add_special_tokens=False)."""
+    """PretrainedTokenizerFast: tokenize = the Rust tokenizer's encode(text, add_special_tokens=False); its
+    tokenizer.json is taken by complete_spec."""
     from paddlenlp.transformers.tokenizer_utils_fast import PretrainedTokenizerFast
 
     cls = type(tok)
@@ -249,7 +238,23 @@ def _hf_fast_fields(tok) -> dict | None:
         and not getattr(tok, "split_special_tokens", False)
     ):
         return None
-    return {"family": "bpe", "tokenizer_json": tok._tokenizer.to_str()}
+    return {"family": "bpe"}
+
+
+def complete_spec(tok, spec: EncoderSpec) -> EncoderSpec:
+    """The spec with what only a fast encoder needs and takes time to make (a byte-level BPE's tokenizer.json or
+    the vocabulary and merges to make it from). Deferred out of encoder_spec so that a run the class finishes
+    alone never pays for it."""
+    if spec.family != "bpe" or spec.tokenizer_json is not None or spec.bpe_model is not None:
+        return spec
+    from paddlenlp.transformers.tokenizer_utils_fast import PretrainedTokenizerFast
+
+    if isinstance(tok, PretrainedTokenizerFast):
+        return replace(spec, tokenizer_json=tok._tokenizer.to_str())
+    # the class's own vocabulary and merges in rank order; the worker makes the tokenizer.json (encode.bpe_json):
+    # here it would hold the GIL ~0.3 s on a 151k vocabulary, stalling the class's encoding in the main thread
+    ranks = tok.bpe_ranks
+    return replace(spec, bpe_model=(dict(tok.encoder), sorted(ranks, key=ranks.__getitem__), tok.pat.pattern))
 
 
 def native_backends(family: str) -> tuple[str, ...]:

@@ -83,8 +83,10 @@ def test_byte_identical_to_paddlenlps_pipeline(family, backend, corpus, baseline
     assert r.documents > 250 and r.tokens > 100_000
 
 
-def test_default_encoder_is_the_fastest_native_one(corpus, tmp_path):
-    prepare_data([str(corpus)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen2"][0]))
+def test_the_fast_paths_encoder_is_the_fastest_native_one(corpus, tmp_path):
+    # slow_start=False: the fast encoder from the first document (by default the class would encode this small
+    # input alone before the fast one is ready: test_prepare_choice.py)
+    prepare_data([str(corpus)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen2"][0]), slow_start=False)
     enc = read_manifest(tmp_path / "o")["encoder"]
     assert enc["backend"] == native_backends("bpe")[0]
     # the probe set ran before the run, and the run's own documents were sampled
@@ -94,10 +96,11 @@ def test_default_encoder_is_the_fastest_native_one(corpus, tmp_path):
 def test_workers_never_import_paddle_and_agree_with_in_process(corpus, tmp_path):
     from paddlenlp.transformers import AutoTokenizer
 
-    from llmpt.data.tokenizer import encoder_spec
+    from llmpt.data.tokenizer import complete_spec, encoder_spec
 
     tok_dir = FAMILIES["qwen2"][0]
-    spec = encoder_spec(AutoTokenizer.from_pretrained(str(tok_dir)), tok_dir, "text", True)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    spec = complete_spec(tok, encoder_spec(tok, tok_dir, "text", True))
     files = discover_inputs([str(corpus)])
     with _Workers(1) as one:
         alone = list(one.results(spec, iter_chunks(files, chunk_bytes=1 << 12)))
@@ -115,7 +118,7 @@ def test_self_check_samples_every_input_file(tmp_path):
         p = tmp_path / f"part{k}.jsonl"
         p.write_text("".join(json.dumps({"text": d + f" {k}"}) + "\n" for d in docs))
         inputs.append(str(p))
-    prepare_data(inputs, output=str(tmp_path / "o"), tokenizer=str(FAMILIES["gpt"][0]))
+    prepare_data(inputs, output=str(tmp_path / "o"), tokenizer=str(FAMILIES["gpt"][0]), slow_start=False)
     check = read_manifest(tmp_path / "o")["encoder"]["self_check"]
     assert check["files_sampled"] == 3 and check["sampled_documents"] >= 3
 
@@ -137,8 +140,9 @@ def test_a_divergence_found_in_the_run_starts_again_on_the_slow_path(corpus, bas
     src = tmp_path / "c.jsonl"
     src.write_text(json.dumps({"text": "XYZZY is a rare word"}) + "\n" + corpus.read_text(encoding="utf-8"))
     with pytest.warns(LlmptWarning, match="disagrees with PaddleNLP's Qwen2Tokenizer on a sampled document"):
-        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen2"][0]))
-    assert read_manifest(tmp_path / "o")["encoder"]["backend"] == "paddlenlp"
+        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen2"][0]), slow_start=False)
+    enc = read_manifest(tmp_path / "o")["encoder"]
+    assert enc["backend"] == "paddlenlp" and "disagreed on a sample" in enc["selection"]["why"]
 
 
 def test_a_self_check_that_compared_nothing_fails_loudly(tmp_path, monkeypatch):
@@ -149,7 +153,7 @@ def test_a_self_check_that_compared_nothing_fails_loudly(tmp_path, monkeypatch):
     src = tmp_path / "c.jsonl"
     src.write_text('{"text": "in the beginning"}\n')
     with pytest.raises(DataError, match="compared no document of the input"):
-        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen"][0]))
+        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen"][0]), slow_start=False)
     assert not list(tmp_path.glob("o.*"))
 
 
@@ -160,7 +164,7 @@ def test_a_probe_divergence_falls_back_to_the_next_encoder(tmp_path, monkeypatch
     src = tmp_path / "c.jsonl"
     src.write_text('{"text": "in the beginning"}\n')
     with pytest.warns(LlmptWarning, match="the fastokens encoder disagrees .* trying the next encoder"):
-        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen"][0]))
+        prepare_data([str(src)], output=str(tmp_path / "o"), tokenizer=str(FAMILIES["qwen"][0]), slow_start=False)
     assert read_manifest(tmp_path / "o")["encoder"]["backend"] == "tiktoken"
 
 

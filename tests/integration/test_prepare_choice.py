@@ -1,0 +1,75 @@
+"""prepare-data's default choice of encoder, for real: a small input that PaddleNLP's class finishes before the
+fast encoder is ready, and a larger one that switches from the class to the fast encoder part-way, are both
+byte-identical to PaddleNLP's pipeline (bench/prepare_data.py's re-statement of create_pretraining_data.py), and
+the manifest says which encoder ran and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmpt.data.prepare import prepare_data, read_manifest
+
+pytest.importorskip("paddlenlp")
+pytestmark = pytest.mark.paddle
+
+GPT = Path(__file__).resolve().parents[2] / "llmpt" / "assets" / "test_tokenizers" / "gpt"
+
+
+def _corpus(path: Path, mb: float) -> Path:
+    from bench.prepare_data import make_corpus
+
+    return make_corpus(path, mb)
+
+
+def _same_as_pipeline(prefix: Path, baseline: Path) -> bool:
+    return all(Path(f"{prefix}.{e}").read_bytes() == Path(f"{baseline}.{e}").read_bytes() for e in ("bin", "idx"))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from bench.prepare_data import run_baseline
+
+    root = tmp_path_factory.mktemp("small")
+    corpus = _corpus(root / "small.jsonl", 0.02)
+    run_baseline(corpus, str(root / "pipeline"), workers=1, tokenizer_dir=GPT)
+    return corpus, root / "pipeline"
+
+
+@pytest.fixture(scope="module")
+def larger(tmp_path_factory):
+    """~3 s of PaddleNLP's GPTTokenizer (~1 MB/s): longer than the fast path takes to be ready (~1 s)."""
+    from bench.prepare_data import run_baseline
+
+    root = tmp_path_factory.mktemp("larger")
+    corpus = _corpus(root / "larger.jsonl", 3)
+    run_baseline(corpus, str(root / "pipeline"), workers=2, tokenizer_dir=GPT)
+    return corpus, root / "pipeline"
+
+
+def test_a_small_input_is_encoded_by_the_class_alone_and_identical(small, tmp_path):
+    corpus, pipeline = small
+    r = prepare_data([str(corpus)], output=str(tmp_path / "o"), tokenizer=str(GPT), workers=2)
+    assert _same_as_pipeline(tmp_path / "o", pipeline)
+    enc = read_manifest(tmp_path / "o")["encoder"]
+    sel = enc["selection"]
+    assert enc["backend"] == "paddlenlp" and sel["mode"] == "race"
+    assert sel["class_documents"] == r.documents > 0 and sel["fast_documents"] == 0
+    assert "encoded the whole input" in sel["why"] and "before a fast encoder was ready" in sel["why"]
+    assert enc["self_check"]["sampled_documents"] == 0  # the class is the pipeline: nothing to compare
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_switches_from_the_class_to_the_fast_encoder_and_stays_identical(larger, tmp_path, workers):
+    corpus, pipeline = larger
+    r = prepare_data([str(corpus)], output=str(tmp_path / "o"), tokenizer=str(GPT), workers=workers)
+    assert _same_as_pipeline(tmp_path / "o", pipeline)
+    enc = read_manifest(tmp_path / "o")["encoder"]
+    sel = enc["selection"]
+    assert enc["backend"] == "fastokens" and sel["fast_ready_seconds"] > 0
+    assert sel["class_documents"] > 0 and sel["fast_documents"] > 0
+    assert sel["class_documents"] + sel["fast_documents"] == r.documents
+    assert "fastokens the rest" in sel["why"]
+    # the fast part was checked: the probe before it, and samples of it
+    assert enc["self_check"]["probe_documents"] > 100 and enc["self_check"]["sampled_documents"] >= 1

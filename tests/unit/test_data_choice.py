@@ -1,0 +1,163 @@
+"""prepare-data's choice of encoder without paddle: PaddleNLP's class encodes slices of the input until the fast
+path is ready, the fast encoder the rest; how big a slice is; how a chunk is cut into slices without changing its
+documents; what the manifest says about the choice."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from llmpt.data.encode import ChunkResult, EncoderSpec, _documents
+from llmpt.data.inputs import CHUNK_BYTES, Chunk, split_chunk
+from llmpt.data.prepare import (
+    FIRST_SLICE_BYTES,
+    SWITCH_LAG_S,
+    Selection,
+    _encoded,
+    _FastChoice,
+    _Workers,
+    selection_record,
+    slice_bytes,
+)
+from llmpt.data.tokenizer import SHIPPED_TOKENIZER
+
+
+def test_a_slice_is_what_the_class_does_in_the_switch_lag_at_its_measured_speed():
+    assert slice_bytes(0.0, 0) == FIRST_SLICE_BYTES  # nothing measured yet
+    assert slice_bytes(1.0, 1_000_000) == int(1_000_000 * SWITCH_LAG_S)  # 1 MB/s -> 50 kB
+    assert slice_bytes(1.0, 100_000) == FIRST_SLICE_BYTES  # never smaller than the first slice
+    assert slice_bytes(0.01, 10_000_000) == CHUNK_BYTES  # never larger than a worker's chunk
+
+
+def _doc_texts(chunk: Chunk) -> list[str]:
+    return _documents(chunk, "text", ChunkResult(tokens=b"", sizes=np.zeros(0, np.int32)))
+
+
+def _line_numbers_of_bad_lines(chunk: Chunk) -> list[int]:
+    r = ChunkResult(tokens=b"", sizes=np.zeros(0, np.int32))
+    _documents(chunk, "text", r)
+    return [line for _, line, _ in r.bad_lines]
+
+
+@pytest.mark.parametrize("size", [1, 7, 40, 100, 10_000])
+def test_split_chunk_keeps_the_documents_and_line_numbers(size):
+    lines = [json.dumps({"text": f"document {i} " * (i % 5 + 1)}) if i % 7 else "not json" for i in range(30)]
+    jsonl = Chunk("f.jsonl", "jsonl", 11, ("\n".join(lines) + "\n").encode())
+    text = Chunk(
+        "f.txt", "text", 3, b"one\r\nline two\r\n\r\npara two\n   \t\nthird\n\n\nfourth\nmore\n\n" + b"x\n\ny\n" * 5
+    )
+    for chunk in (jsonl, text):
+        parts, rest = [], chunk
+        while rest is not None:
+            head, rest = split_chunk(rest, size)
+            assert head.data  # never an empty slice
+            parts.append(head)
+        assert b"".join(p.data for p in parts) == chunk.data
+        assert [d for p in parts for d in _doc_texts(p)] == _doc_texts(chunk)
+        assert [n for p in parts for n in _line_numbers_of_bad_lines(p)] == _line_numbers_of_bad_lines(chunk)
+    assert split_chunk(jsonl, len(jsonl.data)) == (jsonl, None)
+
+
+class _CharClass:
+    """A stand-in for PaddleNLP's class (this file imports no paddle): one id per character."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return list(text)
+
+    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
+        return [ord(t) % 1000 for t in tokens]
+
+
+def _spec(backend: str) -> EncoderSpec:
+    pytest.importorskip("sentencepiece")
+    return EncoderSpec(
+        tokenizer_dir=str(SHIPPED_TOKENIZER),
+        tokenizer_class="LlamaTokenizer",
+        family="sentencepiece",
+        backend=backend,
+        eos_id=2,
+        append_eos=True,
+        text_key="text",
+        dtype="uint16",
+        model_path=str(SHIPPED_TOKENIZER / "sentencepiece.bpe.model"),
+    )
+
+
+def _chunks(n: int) -> list[Chunk]:
+    doc = json.dumps({"text": "and God said let there be light " * 40}) + "\n"
+    return [Chunk("f.jsonl", "jsonl", 1 + k * 100, (doc * 100).encode()) for k in range(n)]
+
+
+def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_the_rest():
+    gate = threading.Event()
+    fast = _spec("sentencepiece")
+
+    def choose(warn):
+        gate.wait()
+        warn("a message kept for the run's thread")
+        return fast, 7
+
+    choice = _FastChoice(choose, background=True)
+    sel = Selection()
+    chunks = _chunks(3)
+    with _Workers(1) as pool:
+        results = _encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel)
+        first, by = next(results)
+        assert by is None and not first.samples  # the class: nothing to sample
+        gate.set()
+        while not choice.ready():
+            threading.Event().wait(0.01)
+        with pytest.warns(UserWarning, match="a message kept"):
+            rest = list(results)
+    assert all(by == fast for _, by in rest) and all(r.samples for r, _ in rest)
+    assert sel.class_documents == first.documents > 0
+    assert sel.fast_documents == sum(r.documents for r, _ in rest) > 0
+    assert sel.class_documents + sel.fast_documents == 300
+    assert sel.class_bytes + sel.fast_bytes == sum(len(c.data) for c in chunks)
+    assert (sel.fast_backend, sel.probed) == ("sentencepiece", 7) and sel.fast_ready_seconds is not None
+
+
+def test_a_fast_path_ready_before_the_first_document_encodes_everything():
+    fast = _spec("sentencepiece")
+    choice = _FastChoice(lambda warn: (fast, 5), background=False)
+    sel = Selection(mode="fast")
+    with _Workers(1) as pool:
+        out = list(_encoded(pool, choice, _CharClass(), _spec("paddlenlp"), _chunks(2), sel))
+    assert [by for _, by in out] == [fast, fast] and sel.class_documents == 0 and sel.fast_documents == 200
+
+
+def test_no_fast_encoder_matching_leaves_the_class_for_the_rest():
+    slow = _spec("paddlenlp")
+    choice = _FastChoice(lambda warn: (slow, 5), background=False)
+    sel = Selection()
+    with _Workers(1) as pool:
+        out = list(_encoded(pool, choice, _CharClass(), slow, _chunks(2), sel))
+    assert all(by is None for _, by in out) and sel.fast_backend is None and sel.class_documents == 200
+
+
+def test_the_manifest_says_why_the_class_or_the_fast_encoder_ran():
+    alone = selection_record(Selection(class_documents=3, class_bytes=2_000_000, class_seconds=0.4), "GPTTokenizer")
+    assert "GPTTokenizer encoded the whole input (2.00 MB in 0.40 s) before a fast encoder was ready" in alone["why"]
+    mixed = Selection(
+        class_documents=1, class_bytes=500_000, class_seconds=0.5, fast_backend="fastokens", fast_documents=9
+    )
+    mixed.fast_ready_seconds = 0.6
+    why = selection_record(mixed, "Qwen2Tokenizer")["why"]
+    assert "encoded the first 0.50 MB" in why and "fastokens encoder was prepared (0.60 s), fastokens the rest" in why
+    assert (
+        "prepared before the first document"
+        in selection_record(Selection(mode="fast", fast_backend="fastokens", fast_ready_seconds=1.0), "X")["why"]
+    )
+    assert selection_record(Selection(mode="forced"), "X")["why"] == "--encoder paddlenlp was given"
+    assert "no fast encoder gives" in selection_record(Selection(fast_ready_seconds=1.0), "X")["why"]
+    assert "disagreed" in selection_record(Selection(restarted="the x encoder disagreed"), "X")["why"]
+    record = selection_record(mixed, "X")
+    assert {k: record[k] for k in ("mode", "class_documents", "fast_documents", "fast_ready_seconds")} == {
+        "mode": "race",
+        "class_documents": 1,
+        "fast_documents": 9,
+        "fast_ready_seconds": 0.6,
+    }
