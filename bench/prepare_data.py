@@ -13,7 +13,7 @@ shows the median over repeats, the spread (min-max of the ratio), whether the ou
 machine's load average during the cell.
 
     .venv/bin/python bench/prepare_data.py [--families sentencepiece,qwen,qwen2,hf_fast,gpt] [--workers 1,2]
-        [--mb 40] [--repeat 3] [--corpus kjv|code|PATH] [--tokenizer FAMILY=DIR ...]
+        [--mb 40] [--repeat 3] [--corpus kjv|code|PATH] [--tokenizer FAMILY=DIR ...]   # --mb 0.2 works too
     .venv/bin/python bench/prepare_data.py --memory 40,400     # llmpt's peak RSS on 40 MB and 400 MB inputs
 
 The shipped test tokenizers are tiny (1024 ids); pass real ones with --tokenizer (bench/real_tokenizers.py builds
@@ -242,6 +242,8 @@ def bench(args) -> None:
                     "steady_llmpt": med["llmpt"]["steady_mbs"], "same": same,
                     "load": statistics.mean(r["load"] for v in runs.values() for r in v),
                     "encoder": f"{enc['family']}/{enc['backend']}",
+                    # how much the class encoded while the fast path was prepared (llmpt's last run)
+                    "class_mb": (enc.get("selection") or {}).get("class_bytes", 0) / 1e6,
                 }  # fmt: skip
                 rows.append(row)
                 print(
@@ -250,7 +252,7 @@ def bench(args) -> None:
                     f"{row['startup_baseline']:5.1f}/{row['startup_llmpt']:5.1f} | "
                     f"{row['steady_baseline']:7.2f}/{row['steady_llmpt']:7.2f} "
                     f"{row['steady_llmpt'] / row['steady_baseline']:5.2f}x | {str(same):4s} {row['load']:5.1f} | "
-                    f"{row['encoder']}",
+                    f"{row['encoder']} (class {row['class_mb']:.2f} MB)",
                     flush=True,
                 )
     if args.json:
