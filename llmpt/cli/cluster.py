@@ -15,7 +15,7 @@ from llmpt import schemas
 from llmpt.cli import options as opt
 from llmpt.cli._common import console, err_console, print_json
 from llmpt.errors import LlmptError, LlmptWarning
-from llmpt.launch.scripts import SLURM_PORT_BASE, SLURM_PORT_SPAN
+from llmpt.launch.scripts import SLURM_PORT_BASE, SLURM_PORT_SLOTS, SLURM_PORT_STRIDE
 
 _SLURM_ONLY = ("--partition", "--account", "--time", "--qos", "--sbatch", "--requeue", "--signal-before", "--port")
 _K8S_ONLY = ("--image", "--pvc", "--host-path")
@@ -55,7 +55,8 @@ def launch_script(
     port: int = typer.Option(
         None,
         "--port",
-        help=f"--slurm: rendezvous port on the first node (default: {SLURM_PORT_BASE} + job id % {SLURM_PORT_SPAN}).",
+        help=f"--slurm: rendezvous port on the first node (default: {SLURM_PORT_BASE} + job id % {SLURM_PORT_SLOTS} x "
+        f"{SLURM_PORT_STRIDE}); the run also uses the next 129.",
     ),
     partition: str = typer.Option(None, "--partition", help="--slurm: #SBATCH --partition."),
     account: str = typer.Option(None, "--account", help="--slurm: #SBATCH --account."),
@@ -87,7 +88,7 @@ def launch_script(
         parse_volume,
         slurm_script,
     )
-    from llmpt.launch.state import finished_at
+    from llmpt.launch.state import nothing_left
     from llmpt.launch.supervise import prepare_output_dir
     from llmpt.launch.trust import pickle_warnings
     from llmpt.resolve import RunRequest, resolve_run
@@ -122,10 +123,10 @@ def launch_script(
         check_volumes(cfg, volumes, _in_image())
     elif k8s:
         volumes = default_volumes(cfg, _in_image())
-    if resume and (step := finished_at(cfg.output_dir)) is not None and step >= cfg.train.max_steps:
+    if resume and (why := nothing_left(cfg.output_dir, cfg.resume_from, cfg.train.max_steps)):
         raise LlmptError(
-            f"--resume: the run in {cfg.output_dir} finished at step {step}: the files would train nothing",
-            f"raise --max-steps above {step} to train further, or start a new run with another --output-dir",
+            f"--resume: {why}: the files would train nothing",
+            "raise --max-steps to train further, or start a new run with another --output-dir",
         )
     prepare_output_dir(cfg, overwrite=overwrite)
     out = Path(cfg.output_dir)
@@ -189,14 +190,17 @@ def run_node(
     """Start this node's ranks of an existing run (what launch-script's files run on every node)."""
     from llmpt.data.prepare import prepare_shipped
     from llmpt.interop.convert import prepare_init_weights
+    from llmpt.launch.checkpoints import last_complete
     from llmpt.launch.command import (
+        RunPorts,
         check_host,
         check_master_here,
         check_master_port,
         check_multinode,
+        check_ports_free,
         resolve_master,
     )
-    from llmpt.launch.state import finished_at
+    from llmpt.launch.state import nothing_left
     from llmpt.launch.supervise import check_devices_here, check_output_writable, run_training
     from llmpt.launch.trust import pickle_warnings
 
@@ -214,29 +218,29 @@ def run_node(
         )
     check_multinode(cfg.nnodes, master, node_rank)
     out = Path(cfg.output_dir)
-    if resume and (step := finished_at(out)) is not None and step >= cfg.train.max_steps:
+    newest = last_complete(out) if resume else None
+    if resume and (why := nothing_left(out, str(newest) if newest else None, cfg.train.max_steps)):
         # a requeued or restarted job whose run is complete: nothing to do, and nothing to fail
         if json_out:
             print_json(
-                {"node_rank": node_rank or 0, "ranks_finished": True, "finished_at": step, "summary": str(out)},
+                {"node_rank": node_rank or 0, "ranks_finished": True, "nothing_to_train": why, "summary": str(out)},
                 schemas.NODE_SUMMARY,
             )
         else:
-            err_console.print(
-                f"llmpt run-node: the run in {out} finished at step {step} of {cfg.train.max_steps}; nothing to train",
-                highlight=False,
-                soft_wrap=True,
-            )
+            err_console.print(f"llmpt run-node: {why}", highlight=False, soft_wrap=True)
         return
     master = resolve_master(master)
     check_host(host)
     check_master_port(master, node_rank)
     check_master_here(master, node_rank)
+    ports = RunPorts(int(master.rpartition(":")[2])) if master else None
+    if ports is not None:
+        check_ports_free(master, ports.opened_on(node_rank))
     check_devices_here(cfg)
     check_output_writable(out)
     _check_inputs(cfg, Path(run_yaml))
     if resume:
-        cfg = _resumed(cfg)
+        cfg = _resumed(cfg, newest)
     cfg = cfg.on_node(master, node_rank, n)
     for w in pickle_warnings(cfg):  # now, before anything is loaded (a LlmptWarning shows when the command ends)
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
@@ -249,6 +253,8 @@ def run_node(
     launcher_host = host or (master.rpartition(":")[0] if master and not node_rank else None)
     if launcher_host:
         os.environ["POD_IP"] = launcher_host
+    if ports is not None:
+        os.environ.update(ports.env())  # the store ports checked above, not the launcher's random ones
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure
         start = f"from {Path(cfg.resume_from).name}" if cfg.resume_from else "from step 0"
         err_console.print(
@@ -264,13 +270,11 @@ def run_node(
         console.print(f"node {node_rank or 0}: done; {cfg.output_dir}/summary.json", highlight=False)
 
 
-def _resumed(cfg):
+def _resumed(cfg, ckpt: Path | None):
     """run-node --resume: the run from its newest complete checkpoint (checked as llmpt train --resume checks it),
     or from the start when it has none yet."""
-    from llmpt.launch.checkpoints import last_complete
     from llmpt.resolve.resume import check_resume
 
-    ckpt = last_complete(Path(cfg.output_dir))
     cfg = cfg.model_copy(update={"resume_from": str(ckpt) if ckpt else None})
     return check_resume(cfg) if ckpt else cfg
 

@@ -97,6 +97,71 @@ def check_master_port(master: str | None, node_rank: int | None) -> None:
             return
 
 
+# The ports a multi-node run opens, all fixed by --master's port M (llmpt run-node pins them; README "Multi-node"):
+#   M                      the rendezvous: paddle.distributed.launch's HTTP key-value server, on node 0
+#   S = M + STORE_OFFSET   the ranks' TCP store (PADDLE_MASTER), served by rank 0. The launcher picks it at random from
+#                          PORT_RANGE (35100:64000, paddle/distributed/launch/context/node.py) unless the range is one
+#                          port: llmpt passes PORT_RANGE=S:S
+#   S + 1 + group id       each gloo sub-group's TCP store (llmpt/train/cpu_backend.py), served on the host of the
+#                          group's first rank; group ids seen: up to 12 for dp2, 17 for tp2pp2 on 4 CPU ranks
+#   FLAGS_FIXED_PORT + i   the per-rank endpoints the launcher announces (PADDLE_TRAINER_ENDPOINTS); no CPU rank opens
+#                          them (ss -ltnp during a dp2 run), so they are placed after the group window and not checked
+STORE_OFFSET = 1
+GROUP_PORTS = 128
+
+
+@dataclass(frozen=True)
+class RunPorts:
+    """The ports of a run whose rendezvous is on `master` (a port number)."""
+
+    master: int
+
+    @property
+    def store(self) -> int:
+        return self.master + STORE_OFFSET
+
+    @property
+    def groups(self) -> range:
+        return range(self.store + 1, self.store + 1 + GROUP_PORTS)
+
+    @property
+    def endpoints(self) -> int:
+        return self.groups.stop
+
+    def env(self) -> dict[str, str]:
+        """What paddle.distributed.launch reads to use these ports instead of random ones."""
+        return {"PORT_RANGE": f"{self.store}:{self.store}", "FLAGS_FIXED_PORT": str(self.endpoints)}
+
+    def opened_on(self, node_rank: int | None) -> list[tuple[int, str]]:
+        """(port, what) a node opens: node 0 the rendezvous and the store; every node its groups' stores."""
+        own = [(self.master, "the rendezvous"), (self.store, "the ranks' store")] if not node_rank else []
+        return own + [(p, "a rank group's store") for p in self.groups]
+
+
+def check_ports_free(master: str, ports: list[tuple[int, str]]) -> None:
+    """Each port is free on this host (bound on every address, as the stores bind): refused naming the first in use.
+    A port in TIME_WAIT is free (SO_REUSEADDR, as the servers set it)."""
+    import errno
+    import socket
+
+    for port, what in ports:
+        if not 0 < port < 65536:
+            raise LlmptError(f"--master {master}: {what} would be on port {port}, beyond 65535", "pick a lower port")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("", port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                first = ports[0][0]
+                raise LlmptError(
+                    f"--master {master}: port {port} ({what}; this run uses {first}..{ports[-1][0]}) is already in use "
+                    "on this host",
+                    "pick another --master port, or stop the process holding it (ss -ltnp)",
+                ) from None
+
+
 def is_local_address(ip: str) -> bool:
     """`ip` is an address of this machine (a socket can be bound to it)."""
     import socket

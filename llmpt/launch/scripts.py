@@ -17,11 +17,13 @@ from llmpt.errors import ExitCode, LlmptError
 from llmpt.run_config import RunConfig
 
 DEFAULT_PORT = 36017  # the rendezvous port llmpt train uses when none is given (a fixed one: one job per node pair)
-# The Slurm script's rendezvous port when --port is not given: SLURM_PORT_BASE + job id % SLURM_PORT_SPAN, so two jobs
-# sharing a first node do not meet on one port. 20000-29999 lies below Linux's ephemeral range (32768-60999) and
+# The Slurm script's rendezvous port when --port is not given: SLURM_PORT_BASE + (job id % SLURM_PORT_SLOTS) x
+# SLURM_PORT_STRIDE, so two jobs sharing a first node do not meet on one port; a run uses its port and the next
+# 1 + GROUP_PORTS (llmpt/launch/command.py RunPorts). 20000-31999 lies below Linux's ephemeral range (32768-60999) and
 # paddle.distributed.launch's PORT_RANGE (35100-64000), where the kernel and the launcher pick the ports nobody chose.
 SLURM_PORT_BASE = 20000
-SLURM_PORT_SPAN = 10000
+SLURM_PORT_STRIDE = 200
+SLURM_PORT_SLOTS = 60
 # Kubernetes: how long a pod has between SIGTERM (eviction, preemption, deletion) and SIGKILL. Kubernetes' default
 # of 30 s is shorter than a checkpoint of a large model; run-node saves one on SIGTERM and exits 75.
 K8S_GRACE_S = 600
@@ -105,7 +107,7 @@ class SlurmOptions:
     sbatch: tuple[str, ...] = ()  # further `#SBATCH` lines, as given (e.g. "--constraint=a100")
     requeue: bool = False  # preempted (run-node exits 75): `scontrol requeue` the job
     signal_before: int | None = None  # seconds before the time limit Slurm sends train.preempt_signal
-    port: int | None = None  # the rendezvous port; None: SLURM_PORT_BASE + job id % SLURM_PORT_SPAN
+    port: int | None = None  # the rendezvous port; None: derived from the job id (SLURM_PORT_BASE)
 
 
 def slurm_seconds(text: str) -> int | None:
@@ -174,7 +176,11 @@ def slurm_script(cfg: RunConfig, run_yaml: Path, nproc_per_node: int, o: SlurmOp
         f"exec {python} -m llmpt.cli run-node {shlex.quote(str(run_yaml))} --resume "
         f'--master "$LLMPT_MASTER" --node-rank "$SLURM_NODEID" --nproc-per-node {nproc_per_node}'
     )
-    port = str(o.port) if o.port is not None else f"$(( {SLURM_PORT_BASE} + SLURM_JOB_ID % {SLURM_PORT_SPAN} ))"
+    port = (
+        str(o.port)
+        if o.port is not None
+        else f"$(( {SLURM_PORT_BASE} + SLURM_JOB_ID % {SLURM_PORT_SLOTS} * {SLURM_PORT_STRIDE} ))"
+    )
     sbatch = [
         f"--job-name={_name(cfg)}",
         f"--nodes={cfg.nnodes}",

@@ -89,7 +89,7 @@ def test_default_script_has_no_requeue_and_a_port_from_the_job_id(cli, tmp_path,
     text = _script(cli, tmp_path / "r", prefix)
     assert not any(s.startswith(("--requeue", "--signal", "--time", "--partition")) for s in _sbatch(text))
     assert "scontrol requeue" not in text
-    assert "PORT=$(( 20000 + SLURM_JOB_ID % 10000 ))" in text
+    assert "PORT=$(( 20000 + SLURM_JOB_ID % 60 * 200 ))" in text
     text = _script(cli, tmp_path / "r2", prefix, "--port", "31000")
     assert "PORT=31000" in text
 
@@ -191,7 +191,7 @@ def test_other_endings_do_not_requeue(cli, tmp_path, prefix, fake_slurm):
     for code in (0, 1, 2):
         rc, out, calls = fake_slurm(tmp_path / "r" / "launch.sbatch", code)
         assert (rc, calls) == (code, ""), out
-    assert "master localhost:20777" in out  # 20000 + 777 % 10000
+    assert "master localhost:31400" in out  # 20000 + 777 % 60 * 200
 
 
 def test_without_requeue_a_preempted_job_ends_75(cli, tmp_path, prefix, fake_slurm):
@@ -360,3 +360,73 @@ def test_pickle_warning_for_another_owner(tmp_path):
     (d / "model_state.pdparams").write_bytes(b"x")
     os.chown(d / "model_state.pdparams", 12345, 12345)
     assert "owned by uid 12345" in pickle_warning("--init-from", d)
+
+
+# ---- the ports a node opens, checked before its launcher starts ----------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def listening():
+    """hold(PORT): a socket listening on 127.0.0.1:PORT for the test (a stranger's server)."""
+    import socket
+
+    held = []
+
+    def hold(port: int) -> None:
+        s = socket.socket()
+        s.bind(("127.0.0.1", port))
+        s.listen(1)
+        held.append(s)
+
+    yield hold
+    for s in held:
+        s.close()
+
+
+def _free_base(span: int = 140) -> int:
+    import socket
+
+    for base in range(24000, 31000, 200):
+        try:
+            socks = []
+            for p in range(base, base + span):
+                s = socket.socket()
+                s.bind(("", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port window")
+
+
+@pytest.mark.parametrize(("node_rank", "busy", "says"), [
+    ("0", 1, "(the ranks' store;"), ("0", 40, "(a rank group's store;"), ("1", 3, "(a rank group's store;"),
+])  # fmt: skip
+def test_run_node_refuses_a_busy_store_port_writing_nothing(cli, tmp_path, prefix, listening, node_rank, busy, says):
+    out = tmp_path / "run"
+    _script(cli, out, prefix)
+    before = _tree(tmp_path)
+    master = _free_base()
+    listening(master + busy)
+    r = cli("run-node", str(out / "run.yaml"), "--master", f"127.0.0.1:{master}", "--node-rank", node_rank)
+    assert r.exit_code == 2, r.stderr
+    line = r.stderr.strip().splitlines()[0]
+    assert f"--master 127.0.0.1:{master}: port {master + busy} {says} this run uses " in line
+    assert "already in use on this host" in line and "ss -ltnp" in r.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_the_ports_are_pinned_for_the_launcher():
+    from llmpt.launch.command import GROUP_PORTS, RunPorts
+
+    ports = RunPorts(20000)
+    assert ports.env() == {"PORT_RANGE": "20001:20001", "FLAGS_FIXED_PORT": str(20002 + GROUP_PORTS)}
+    assert [p for p, _ in ports.opened_on(0)][:3] == [20000, 20001, 20002]
+    assert [p for p, _ in ports.opened_on(1)] == list(range(20002, 20002 + GROUP_PORTS))
