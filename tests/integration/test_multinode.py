@@ -246,11 +246,15 @@ def test_slurm_script_preempted_requeues_and_resumes_to_the_same_losses(llmpt, t
     state = json.loads((out / "state.json").read_text())
     assert state["state"] == "preempted" and 2 <= state["step"] < int(STEPS), state
     assert (out / f"checkpoint-{state['step']}" / "llmpt-complete.json").is_file()
-    # requeued: the same script, unchanged, continues
+    # requeued: the same script, unchanged, continues (warning first that the checkpoint's pickles are group-writable)
+    ckpt = out / f"checkpoint-{state['step']}"
+    ckpt.chmod(0o775)
     again = subprocess.run(["bash", str(script)], env=dict(env, SLURM_RESTART_COUNT="1"), capture_output=True,
                            text=True, timeout=600)  # fmt: skip
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert f"from checkpoint-{state['step']}" in again.stdout + again.stderr
+    said = again.stdout + again.stderr
+    assert again.returncode == 0, said
+    assert f"from checkpoint-{state['step']}" in said
+    assert f"warning: --resume {ckpt}: loads pickled files" in said and "group-writable (mode 0775)" in said
     _same(losses(json.loads((out / "summary.json").read_text())), one_node)
     assert json.loads((out / "state.json").read_text())["state"] == "finished"
     # requeued once finished: nothing trained, at once
@@ -261,3 +265,12 @@ def test_slurm_script_preempted_requeues_and_resumes_to_the_same_losses(llmpt, t
     assert last.returncode == 0 and "nothing to train" in last.stdout + last.stderr, last.stdout + last.stderr
     assert (out / "metrics.jsonl").read_text() == metrics and took < 20, took
     assert requeues.read_text().count("requeue") == 1
+    # launch-script --resume: refused while the run would train nothing; with more steps, files that continue it
+    args = ("launch-script", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--gpus", "2", "--nnodes", "1",
+            "--save-steps", "0", "-o", str(out), "--slurm", "--resume", *COMMON)  # fmt: skip
+    refused = llmpt(*args, "--max-steps", STEPS, check=False)
+    assert refused.returncode == 2 and "nothing to train" in refused.stderr, refused.stderr
+    llmpt(*args, "--max-steps", str(int(STEPS) + 2))
+    more = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0 and f"from checkpoint-{STEPS}" in more.stdout + more.stderr, more.stdout + more.stderr
+    assert json.loads((out / "state.json").read_text())["step"] == int(STEPS) + 2
