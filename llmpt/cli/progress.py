@@ -10,7 +10,7 @@ from typing import Any
 
 from llmpt.cli._common import err_console
 from llmpt.launch.summary import step_times
-from llmpt.run_dir import EVENT_LOG
+from llmpt.run_dir import EVENT_BEGIN, EVENT_LOG
 
 MEAN_OVER_STEPS = 10  # tokens/s and the ETA: the mean of the last 10 steps' times
 
@@ -36,6 +36,13 @@ def snapshot(records: list[dict[str, Any]], max_steps: int, tokens_per_step: int
         "tokens_per_sec": tokens_per_step / per_step if per_step else None,
         "eta_s": per_step * max(max_steps - step, 0) if per_step else None,
     }
+
+
+def this_attempt(records: list[dict[str, Any]], since: float) -> list[dict[str, Any]]:
+    """The records from this attempt's training start (a begin event at or after `since`, wall-clock seconds): a
+    resumed run appends to the metrics of earlier attempts."""
+    begins = [i for i, r in enumerate(records) if r.get("event") == EVENT_BEGIN and r.get("t", 0) >= since]
+    return records[begins[-1] :] if begins else []
 
 
 def plain_line(snap: dict[str, Any], max_steps: int) -> str:
@@ -75,23 +82,25 @@ class PlainLines:
 def progress_printer(cfg) -> Callable[[dict[str, Any]], None]:
     """The supervisor's progress callback for a resolved run: a rich bar on a terminal, else plain lines."""
     max_steps, tokens = cfg.train.max_steps, cfg.tokens_per_step
+    started = time.time()
     if not err_console.is_terminal:
         lines = PlainLines(max_steps, cfg.train.progress_every_steps, cfg.train.progress_every_s)
 
         def plain(info: dict[str, Any]) -> None:
+            records = this_attempt(info["records"], started)
             # every step that ended since the last call, in order: the first and every Nth are printed even when
             # several ended between two polls
-            ended = sorted(s for s in step_times(info["records"]) if s > (lines.printed_step or 0))
+            ended = sorted(s for s in step_times(records) if s > (lines.printed_step or 0))
             for i, step in enumerate(ended):
                 if lines.due(step, done=info.get("done", False) and i == len(ended) - 1):
-                    snap = snapshot(info["records"], max_steps, tokens, at=step)
+                    snap = snapshot(records, max_steps, tokens, at=step)
                     err_console.print(plain_line(snap, max_steps), highlight=False, soft_wrap=True)
 
         return plain
-    return _bar(max_steps, tokens)
+    return _bar(max_steps, tokens, started)
 
 
-def _bar(max_steps: int, tokens_per_step: int) -> Callable[[dict[str, Any]], None]:
+def _bar(max_steps: int, tokens_per_step: int, started: float) -> Callable[[dict[str, Any]], None]:
     from rich.progress import BarColumn, Progress, TextColumn
 
     bar = Progress(
@@ -110,7 +119,7 @@ def _bar(max_steps: int, tokens_per_step: int) -> Callable[[dict[str, Any]], Non
         if state["task"] is None:
             bar.start()
             state["task"] = bar.add_task("train", total=max_steps, loss="-", lr="-", tps="-", eta="-")
-        snap = snapshot(info["records"], max_steps, tokens_per_step)
+        snap = snapshot(this_attempt(info["records"], started), max_steps, tokens_per_step)
         fields = {}
         if snap["loss"] is not None:
             fields |= {"loss": f"{snap['loss']:.4f}", "lr": f"{snap['learning_rate']:.2e}"}
