@@ -114,7 +114,10 @@ class HangWatch:
             behind = [r for r in ages if steps[r] == low]
             for r in behind if len(behind) < len(ages) else ages:
                 phase = progress.get(r, {}).get("phase", "starting")
-                why[r] = f"last {'saving a checkpoint' if phase == 'saving' else 'finished step'} {steps[r]}"
+                why[r] = {
+                    "saving": f"last saving a checkpoint at step {steps[r]}",
+                    "training": f"last finished step {steps[r]}",
+                }.get(phase, "never started training")
         stalled = sorted(why, key=lambda r: int(r) if r.isdigit() else 0)
         return Hang(stalled, why, max(ages.values()), steps)
 
