@@ -52,6 +52,19 @@ def env(tmp_path_factory, shipped_corpus) -> dict[str, str]:
     return dict(os.environ, LLMPT_CACHE=str(cache))
 
 
+@pytest.fixture(scope="module")
+def llama_tiny_init(tmp_path_factory) -> Path:
+    """llama-tiny's initial weights (vocabulary 2048), saved once per module: the runs a module compares all start
+    from them."""
+    out = tmp_path_factory.mktemp("init") / "llama-tiny"
+    subprocess.run(
+        [sys.executable, "-m", "llmpt.train.init_weights", "llama-tiny", str(out), "--vocab-size", "2048"],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
 class Llmpt:
     """`python -m llmpt.cli ARGS…` in a subprocess with the module's environment."""
 

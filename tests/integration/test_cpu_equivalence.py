@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,14 +177,8 @@ def _assert_bytes(cell: str, run: Run, params: list[Param], layout: Layout, opti
 
 
 @pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    out = tmp_path_factory.mktemp("init") / "llama-tiny"
-    subprocess.run(
-        [sys.executable, "-m", "llmpt.train.init_weights", "llama-tiny", str(out), "--vocab-size", "2048"],
-        check=True,
-        capture_output=True,
-    )
-    return out
+def init(llama_tiny_init) -> Path:
+    return llama_tiny_init
 
 
 @pytest.fixture(scope="module")

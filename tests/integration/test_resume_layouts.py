@@ -15,8 +15,6 @@ optimizer state, skipped or repeated data, or split a tensor wrongly moves them 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +73,8 @@ def _train(llmpt, out: Path, seg: Segment, init: Path, *extra: str, check: bool 
 
 
 @pytest.fixture(scope="module")
-def init(tmp_path_factory):
-    out = tmp_path_factory.mktemp("init") / "llama-tiny"
-    subprocess.run(
-        [sys.executable, "-m", "llmpt.train.init_weights", "llama-tiny", str(out), "--vocab-size", "2048"],
-        check=True,
-        capture_output=True,
-    )
-    return out
+def init(llama_tiny_init) -> Path:
+    return llama_tiny_init
 
 
 @pytest.fixture(scope="module")

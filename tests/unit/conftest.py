@@ -30,7 +30,7 @@ def _no_gpu_detection(monkeypatch):
 
 
 @pytest.fixture
-def tiny_data(tmp_path):
+def prefix(tmp_path):
     """A prepared prefix of two documents (500 token ids < 900) without a manifest: enough for --dry-run."""
     import numpy as np
 

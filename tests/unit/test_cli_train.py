@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-
-from llmpt.data.mmap import index_bytes
-
-
-@pytest.fixture
-def prefix(tmp_path):
-    ids = np.arange(1, 501, dtype=np.uint16) % 900
-    (tmp_path / "d.bin").write_bytes(ids.tobytes())
-    (tmp_path / "d.idx").write_bytes(index_bytes(np.array([200, 300], np.int32), np.arange(3), np.dtype(np.uint16)))
-    return str(tmp_path / "d")
 
 
 def test_dry_run_prints_the_launch_and_run_yaml(cli, prefix, tmp_path):

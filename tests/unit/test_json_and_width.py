@@ -10,23 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from llmpt import schemas
-from llmpt.data.mmap import index_bytes
 from llmpt.errors import ExitCode
 from llmpt.models.registry import all_models
 from llmpt.strategies.presets import list_presets
-
-
-@pytest.fixture
-def prefix(tmp_path):
-    """A prepared-looking dataset (no manifest) that train --dry-run and launch-script accept without paddle."""
-    ids = np.arange(1, 501, dtype=np.uint16) % 900
-    (tmp_path / "d.bin").write_bytes(ids.tobytes())
-    (tmp_path / "d.idx").write_bytes(index_bytes(np.array([200, 300], np.int32), np.arange(3), np.dtype(np.uint16)))
-    return str(tmp_path / "d")
 
 
 def _doc(r) -> dict:
@@ -243,7 +232,10 @@ PRINTING = [
     ("models", "show", "qwen-7b", "--json"),
     ("matrix",),
     ("matrix", "--json"),
-    ("plan", "qwen-7b", "--strategy", "tp2sd4_stage2", "--gpus", "8"),
+    ("plan", "qwen-7b", "--strategy", "tp2sd4_stage2", "--gpus", "8"),  # rich
+    ("plan", "qwen-7b", "--strategy", "tp2sd4_stage2", "--gpus", "8", "--json"),  # print_json
+    ("presets", "show", "tp2"),  # typer.echo
+    ("--version",),
 ]
 
 

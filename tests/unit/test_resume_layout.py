@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from llmpt.data.mmap import index_bytes
 from llmpt.launch.checkpoints import MARKER, mark_complete
 from llmpt.launch.summary import checkpoint_line, checkpoint_loads, checkpoint_saves
 from llmpt.resolve.resume import SavedRun, batch_that_keeps, is_unified, saved_run, saved_run_record
@@ -24,14 +22,6 @@ UNIFIED_FILES = {"model.safetensors.index.json": 40, "model-00001-of-00002.safet
                  "trainer_state.json": 8}  # fmt: skip
 PER_RANK_FILES = {"model_state.pdparams": 64, "optimizer.shard00.pdopt": 128, "optimizer.shard01.pdopt": 128,
                   "trainer_state.json": 8}  # fmt: skip
-
-
-@pytest.fixture
-def prefix(tmp_path):
-    ids = np.arange(1, 501, dtype=np.uint16) % 900
-    (tmp_path / "d.bin").write_bytes(ids.tobytes())
-    (tmp_path / "d.idx").write_bytes(index_bytes(np.array([200, 300], np.int32), np.arange(3), np.dtype(np.uint16)))
-    return str(tmp_path / "d")
 
 
 @pytest.fixture

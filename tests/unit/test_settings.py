@@ -347,9 +347,9 @@ def test_the_passthrough_is_checked_by_name_and_type(tmp_path):
     }
 
 
-def test_a_passthrough_value_reaches_run_yaml_in_a_dry_run(cli, tiny_data, tmp_path):
+def test_a_passthrough_value_reaches_run_yaml_in_a_dry_run(cli, prefix, tmp_path):
     cfg = config(tmp_path, "training_args:\n  adam_epsilon: 1.0e-6\n")
-    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run", "--json",
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run", "--json",
             "--config", cfg, "--set", "training_args.logging_first_step=on", "--set", "train.optimizer=adamw_mini")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     ta = json.loads(r.stdout)["run_config"]["training_args"]
@@ -357,8 +357,8 @@ def test_a_passthrough_value_reaches_run_yaml_in_a_dry_run(cli, tiny_data, tmp_p
     assert ta["per_device_train_batch_size"] >= 1  # llmpt's own names untouched
 
 
-def test_a_refused_passthrough_exits_2_in_one_line(cli, tiny_data):
-    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run",
+def test_a_refused_passthrough_exits_2_in_one_line(cli, prefix):
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run",
             "--set", "training_args.per_device_train_batch_size=4")  # fmt: skip
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0] == (
@@ -378,44 +378,44 @@ def checkpoint(tmp_path, model: str, **config: Any) -> str:
     return str(d)
 
 
-def dry_run(cli, tiny_data, model: str, *args: str) -> dict:
-    r = cli("train", model, "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run", "--json", *args)
+def dry_run(cli, prefix, model: str, *args: str) -> dict:
+    r = cli("train", model, "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run", "--json", *args)
     assert r.exit_code == 0, r.stderr
     return json.loads(r.stdout)["run_config"]
 
 
-def test_continued_pretraining_takes_the_seed_schedule_unless_set(cli, tiny_data, tmp_path):
+def test_continued_pretraining_takes_the_seed_schedule_unless_set(cli, prefix, tmp_path):
     init = checkpoint(tmp_path, "llama-tiny")
-    ry = dry_run(cli, tiny_data, "llama-tiny", "--init-from", init)
+    ry = dry_run(cli, prefix, "llama-tiny", "--init-from", init)
     assert {k: ry["train"][k] for k in SEED_CONTINUED_TRAIN} == {
         "learning_rate": 3e-5, "min_learning_rate": 3e-6, "warmup_steps": 30}  # fmt: skip
     assert ry["training_args"]["learning_rate"] == 3e-5 and ry["training_args"]["warmup_steps"] == 30
     assert any("seed configurations' schedule" in n for n in ry["notes"])
-    mine = dry_run(cli, tiny_data, "llama-tiny", "--init-from", init, "--set", "train.learning_rate=1e-4")
+    mine = dry_run(cli, prefix, "llama-tiny", "--init-from", init, "--set", "train.learning_rate=1e-4")
     assert (mine["train"]["learning_rate"], mine["train"]["min_learning_rate"]) == (1e-4, 3e-6)
-    short = dry_run(cli, tiny_data, "llama-tiny", "--init-from", init, "--max-steps", "20")
+    short = dry_run(cli, prefix, "llama-tiny", "--init-from", init, "--max-steps", "20")
     assert short["train"]["warmup_steps"] == 2  # the seed's 30 yields to a 20-step run, with a note
-    scratch = dry_run(cli, tiny_data, "llama-tiny")
+    scratch = dry_run(cli, prefix, "llama-tiny")
     assert {k: scratch["train"][k] for k in SEED_CONTINUED_TRAIN} == {
         "learning_rate": 3e-4, "min_learning_rate": 3e-5, "warmup_steps": 10}  # fmt: skip
     assert not any("seed" in n for n in scratch["notes"])
 
 
-def test_learned_positions_bound_the_sequence_length_of_continued_pretraining(cli, tiny_data, tmp_path):
+def test_learned_positions_bound_the_sequence_length_of_continued_pretraining(cli, prefix, tmp_path):
     init = checkpoint(tmp_path, "gpt-tiny", max_position_embeddings=64)
-    r = cli("train", "gpt-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run",
+    r = cli("train", "gpt-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run",
             "--init-from", init, "--seq-len", "128")  # fmt: skip
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0].startswith("error: --seq-len 128: longer than the 64 positions of the --init-from")
     assert "allowed: 8..64" in r.stderr
-    ry = dry_run(cli, tiny_data, "gpt-tiny", "--init-from", init)  # the default 128 yields to the checkpoint's 64
+    ry = dry_run(cli, prefix, "gpt-tiny", "--init-from", init)  # the default 128 yields to the checkpoint's 64
     assert ry["data"]["seq_len"] == 64 and any("64 learned positions" in n for n in ry["notes"])
-    assert dry_run(cli, tiny_data, "gpt-tiny", "--seq-len", "256")["model"]["config"]["max_position_embeddings"] >= 256
+    assert dry_run(cli, prefix, "gpt-tiny", "--seq-len", "256")["model"]["config"]["max_position_embeddings"] >= 256
 
 
-def test_computed_rotary_positions_are_raised_for_continued_pretraining(cli, tiny_data, tmp_path):
+def test_computed_rotary_positions_are_raised_for_continued_pretraining(cli, prefix, tmp_path):
     init = checkpoint(tmp_path, "llama-tiny", max_position_embeddings=64)
-    ry = dry_run(cli, tiny_data, "llama-tiny", "--init-from", init, "--seq-len", "128")
+    ry = dry_run(cli, prefix, "llama-tiny", "--init-from", init, "--seq-len", "128")
     assert ry["model"]["config"]["max_position_embeddings"] == 128
     assert any("max_position_embeddings 64 -> 128" in n for n in ry["notes"])
 
@@ -425,9 +425,9 @@ def test_a_seed_numpy_cannot_take_is_refused_as_given():
     assert refusal("train.seed=4294967296").startswith("--set train.seed=4294967296: must be an integer >= 0")
 
 
-def test_a_dropout_the_modeling_lacks_is_refused_as_given(cli, tiny_data, tmp_path):
+def test_a_dropout_the_modeling_lacks_is_refused_as_given(cli, prefix, tmp_path):
     cfg = config(tmp_path, "train:\n  dropout: 0.1\n")
-    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--dry-run",
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run",
             "--config", cfg)  # fmt: skip
     assert r.exit_code == 2
     assert r.stderr.splitlines()[0].startswith(f"error: {cfg}: train.dropout: 0.1: PaddleNLP's llama modeling has no")
