@@ -188,6 +188,7 @@ def run_node(
     json_out: bool = opt.JSON,
 ) -> None:
     """Start this node's ranks of an existing run (what launch-script's files run on every node)."""
+    from llmpt.cli.progress import progress_printer
     from llmpt.data.prepare import prepare_shipped
     from llmpt.interop.convert import prepare_init_weights
     from llmpt.launch.checkpoints import last_complete
@@ -263,7 +264,8 @@ def run_node(
             highlight=False,
             soft_wrap=True,
         )
-    summary = run_training(cfg)
+    # a node's log (Slurm's): plain progress lines from rank 0's metrics when this node sees them
+    summary = run_training(cfg, progress=None if json_out else progress_printer(cfg))
     if json_out:
         print_json(summary)
     else:
