@@ -5,7 +5,8 @@ Both paths a cluster uses are run: `llmpt train --nnodes 2 --master --node-rank`
 node 1 on another address (127.0.0.2: Linux routes all of 127/8 to lo), so that each rank's endpoint and the stores
 live on different hosts. Each must reproduce the one-node dp2 run's losses. The Slurm script runs for real with
 stand-ins for `srun` and `scontrol`: preempted by the signal Slurm sends before the time limit, requeued, resumed to
-the same losses, and requeued once finished, it trains nothing."""
+the same losses, and requeued once finished, it trains nothing. The PaddleJob's container command runs as two pods
+would, with the operator's environment: evicted (SIGTERM), restarted, it resumes to the same losses."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -274,3 +276,51 @@ def test_slurm_script_preempted_requeues_and_resumes_to_the_same_losses(llmpt, t
     more = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert more.returncode == 0 and f"from checkpoint-{STEPS}" in more.stdout + more.stderr, more.stdout + more.stderr
     assert json.loads((out / "state.json").read_text())["step"] == int(STEPS) + 2
+
+
+def test_paddlejob_pods_preempted_restart_and_resume_to_the_same_losses(llmpt, tmp_path, one_node):
+    """The PaddleJob's container command, run as the operator and the kubelet would run it, on two addresses: each
+    pod gets the operator's PADDLE_TRAINER_ENDPOINTS (pod IP:port, one per pod), PADDLE_TRAINER_ID and POD_IP
+    (paddle-operator controllers/paddlejob_helper.go), and run.yaml from the ConfigMap. SIGTERM to pod 0's main process
+    (an eviction) -> every rank stops after the same step with a checkpoint, both containers exit non-zero; restarted
+    (restartPolicy OnFailure: the same command in the same pod), they resume to the losses of an uninterrupted run."""
+    out = tmp_path / "run"
+    r = llmpt("launch-script", "llama-tiny", "--strategy", "dp2", "--device", "cpu", "--gpus", "1", "--nnodes", "2",
+              "--max-steps", STEPS, "--save-steps", "0", "-o", str(out), "--k8s", *COMMON)  # fmt: skip
+    assert r.returncode == 0
+    config_map, job = yaml.safe_load_all((out / "paddlejob.yaml").read_text())
+    pod = job["spec"]["worker"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure"
+    # the ConfigMap's run.yaml where the container mounts it (/llmpt), here a directory of the test
+    mounted = tmp_path / "configmap"
+    mounted.mkdir()
+    (mounted / "run.yaml").write_text(config_map["data"]["run.yaml"])
+    shell, flag, command = pod["containers"][0]["command"]
+    command = command.replace("/llmpt/run.yaml", str(mounted / "run.yaml"))
+    port = free_window()
+    ips = ("127.0.0.1", "127.0.0.2")
+    bin_dir = Path(sys.executable).parent  # the image's `llmpt`: this environment's
+
+    def start(i: int) -> subprocess.Popen:
+        env = dict(llmpt.env, PATH=f"{bin_dir}:{os.environ['PATH']}", POD_IP=ips[i], PADDLE_TRAINER_ID=str(i),
+                   PADDLE_TRAINER_ENDPOINTS=",".join(f"{ip}:{port}" for ip in ips), PADDLE_TRAINERS_NUM="2")  # fmt: skip
+        return subprocess.Popen([shell, flag, command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+
+    pods = [start(0), start(1)]
+    deadline = time.monotonic() + 300
+    while _metrics_step(out) < 2:
+        assert all(p.poll() is None for p in pods) and time.monotonic() < deadline, [p.communicate() for p in pods]
+        time.sleep(0.2)
+    pods[0].send_signal(signal.SIGTERM)  # bash exec'd llmpt: the container's main process
+    ends = [p.communicate(timeout=300) for p in pods]
+    codes = [p.returncode for p in pods]
+    assert codes[0] == 75 and codes[1] != 0, (codes, [e[1][-2000:] for e in ends])
+    step = json.loads((out / "state.json").read_text())["step"]
+    assert (out / f"checkpoint-{step}" / "llmpt-complete.json").is_file() and step < int(STEPS)
+    # the kubelet restarts each failed container with the same command
+    pods = [start(0), start(1)]
+    ends = [p.communicate(timeout=600) for p in pods]
+    assert [p.returncode for p in pods] == [0, 0], [e[1][-2000:] for e in ends]
+    assert f"from checkpoint-{step}" in ends[0][1]
+    _same(losses(json.loads((out / "summary.json").read_text())), one_node)
