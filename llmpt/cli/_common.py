@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+from typer import rich_utils as typer_rich_utils
 from typer.core import TyperGroup
 
 from llmpt import schemas
@@ -32,6 +33,9 @@ class _Console(Console):
 
 console = _Console()
 err_console = _Console(stderr=True)
+# typer prints --help through consoles of its own (typer.rich_utils._get_rich_console), whose closed-pipe ending is
+# rich's SystemExit(1): they are made of this class too, so `llmpt --help | head -1` ends like any output (141)
+typer_rich_utils.Console = _Console
 
 
 def print_ending(end: Ending) -> None:

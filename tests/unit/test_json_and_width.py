@@ -236,6 +236,8 @@ PRINTING = [
     ("plan", "qwen-7b", "--strategy", "tp2sd4_stage2", "--gpus", "8", "--json"),  # print_json
     ("presets", "show", "tp2"),  # typer.echo
     ("--version",),
+    ("--help",),  # printed while the command line is parsed
+    ("plan", "--help"),
 ]
 
 
