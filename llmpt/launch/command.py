@@ -248,9 +248,26 @@ def build_launch_command(topo: Topology, run_yaml: Path, log_dir: Path, python: 
 
 
 def run_launch_command(cfg: RunConfig) -> list[str]:
-    """The command that starts this node's ranks of a resolved run."""
+    """The command that starts this node's ranks of a resolved run, on this machine: --master with its host as an
+    IP address, and on node 0, when that address is this machine's, `--host` it: paddle.distributed.launch serves
+    the rendezvous only on the node whose own IP is the master's string (a host name, or a node whose hostname
+    resolves to another of its addresses, would leave every node waiting for "master not ready")."""
+    from dataclasses import replace
+
     run = RunDir(cfg.output_dir)
-    return build_launch_command(cfg.topology, run.run_yaml, run.log_dir(cfg.nnodes, cfg.node_rank))
+    topo = cfg.topology
+    cmd = build_launch_command(topo, run.run_yaml, run.log_dir(cfg.nnodes, cfg.node_rank))
+    if not topo.master:
+        return cmd
+    try:
+        master = resolve_master(topo.master)
+    except LlmptError:
+        return cmd  # not resolvable here: the launcher will say so
+    cmd = build_launch_command(replace(topo, master=master), run.run_yaml, run.log_dir(cfg.nnodes, cfg.node_rank))
+    host = master.rpartition(":")[0]
+    if topo.node_rank in (None, 0) and is_local_address(host):
+        cmd[-2:-2] = ["--host", host]
+    return cmd
 
 
 def format_command(argv: list[str]) -> str:

@@ -41,12 +41,6 @@ def done(proc: subprocess.Popen) -> dict:
     return json.loads(out)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def free_window(span: int = 140) -> int:
     """A port below the kernel's ephemeral range with the next `span` free: what run-node checks (RunPorts)."""
     for base in range(21000 + os.getpid() % 50 * 200, 32000, 200):
@@ -76,7 +70,10 @@ def _same(a: list[float], b: list[float]) -> None:
 
 
 def test_two_train_launchers_as_two_nodes_match_one_node(llmpt, tmp_path, one_node):
-    master = f"127.0.0.1:{free_port()}"
+    """--master as a host name, as a cluster gives it: node 0's launcher serves the rendezvous only when the master
+    is its own IP (llmpt.launch.command.run_launch_command resolves it and passes --host); given the name as it was,
+    both nodes waited for "master not ready" forever."""
+    master = f"localhost:{free_window()}"
     nodes = [
         llmpt.start(*TRAIN, "--gpus", "1", "--nnodes", "2", "--master", master, "--node-rank", str(r),
                     "-o", tmp_path / f"node{r}", *COMMON)

@@ -430,3 +430,20 @@ def test_the_ports_are_pinned_for_the_launcher():
     assert ports.env() == {"PORT_RANGE": "20001:20001", "FLAGS_FIXED_PORT": str(20002 + GROUP_PORTS)}
     assert [p for p, _ in ports.opened_on(0)][:3] == [20000, 20001, 20002]
     assert [p for p, _ in ports.opened_on(1)] == list(range(20002, 20002 + GROUP_PORTS))
+
+
+@pytest.mark.parametrize(
+    ("master", "node_rank", "launcher_master", "host"),
+    [
+        ("localhost:29500", "0", "127.0.0.1:29500", "127.0.0.1"),  # a name: resolved; node 0 serves it as its own
+        ("localhost:29500", "1", "127.0.0.1:29500", None),
+        ("192.0.2.7:29500", "0", "192.0.2.7:29500", None),  # not this machine: nothing to serve here
+    ],
+)
+def test_the_launcher_gets_the_master_as_an_ip(cli, tmp_path, prefix, master, node_rank, launcher_master, host):
+    r = cli("train", *TRAIN, "--data", str(prefix), "-o", str(tmp_path / "run"), "--master", master,
+            "--node-rank", node_rank, "--dry-run", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    cmd = json.loads(r.stdout)["command"]
+    assert cmd[cmd.index("--master") + 1] == launcher_master
+    assert (cmd[cmd.index("--host") + 1] if "--host" in cmd else None) == host
