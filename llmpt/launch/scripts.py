@@ -27,6 +27,11 @@ SLURM_PORT_SLOTS = 60
 # Kubernetes: how long a pod has between SIGTERM (eviction, preemption, deletion) and SIGKILL. Kubernetes' default
 # of 30 s is shorter than a checkpoint of a large model; run-node saves one on SIGTERM and exits 75.
 K8S_GRACE_S = 600
+# srun --wait: once one node's run-node has ended, how long the others get before srun kills them. Not
+# --kill-on-bad-exit: a preempted node exits 75 (non-zero) as soon as its ranks are done, while rank 0 on another node
+# may still be writing the checkpoint's completion marker. A node that failed stops the rest within this time (its
+# peers would otherwise wait in a collective until train.hang_timeout_s).
+SRUN_WAIT_S = 120
 # the #SBATCH options launch-script writes itself (each has its own flag, or follows from the run)
 _OWN_SBATCH = {
     "--job-name": None, "-J": None, "--nodes": "--nnodes", "-N": "--nnodes", "--ntasks-per-node": None,
@@ -232,7 +237,7 @@ def slurm_script(cfg: RunConfig, run_yaml: Path, nproc_per_node: int, o: SlurmOp
         # a signal to this shell (scancel, the time limit) must not end it before run-node has saved and exited:
         # srun runs in the background and `wait` is resumed until srun is gone
         "trap 'echo \"llmpt: the batch script got SIGTERM; waiting for run-node\"' TERM",
-        f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c {shlex.quote(node_cmd)} &",
+        f"srun --wait={SRUN_WAIT_S} --ntasks-per-node=1 bash -c {shlex.quote(node_cmd)} &",
         "SRUN_PID=$!",
         'while kill -0 "$SRUN_PID" 2>/dev/null; do wait "$SRUN_PID"; done',
         'wait "$SRUN_PID"; rc=$?',

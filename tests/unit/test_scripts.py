@@ -74,6 +74,8 @@ def test_slurm_options_become_sbatch_lines(cli, tmp_path, prefix):
     assert (out / "logs").is_dir()
     assert 'scontrol requeue "$SLURM_JOB_ID"' in text
     assert f"run-node {out}/run.yaml --resume" in text
+    # a preempted node exits 75 while another may still finish the checkpoint: srun waits, never kills on that
+    assert "srun --wait=120 " in text and "--kill-on-bad-exit" not in text
     # every #SBATCH line comes before the first command (sbatch stops reading them there)
     first_command = min(i for i, ln in enumerate(text.splitlines()) if ln and not ln.startswith("#"))
     assert all(i < first_command for i, ln in enumerate(text.splitlines()) if ln.startswith("#SBATCH"))
