@@ -212,9 +212,10 @@ def tokenizer_fingerprint(tok, tokenizer_dir: Path, name: str) -> dict:
 class _Workers:
     """The encoding processes, spawned before the parent loads PaddleNLP (so that their start overlaps its ~5 s
     import); the encoder's spec reaches them as a pickled file named in each task. One worker: in-process, unless
-    `helper`: then one process prepares the fast encoder while the parent encodes with the class (a thread would
-    do, the native builds release the GIL, but a process can be stopped when the class finishes first: a thread
-    still inside a Rust build when the interpreter exits aborts it), and encodes the rest."""
+    `helper`: then one process, spawned when the fast path is worth preparing, prepares the fast encoder while the
+    parent encodes with the class, and encodes the rest (a thread would do, the native builds release the GIL, but
+    a process can be stopped when the class finishes first: a thread still inside a Rust build when the
+    interpreter exits aborts it, rc 134)."""
 
     def __init__(self, workers: int, helper: bool = False) -> None:
         self.workers = workers
@@ -223,15 +224,20 @@ class _Workers:
         self.spec_files: dict[EncoderSpec, str] = {}
         self.encoders: dict[EncoderSpec, Encoder] = {}
         self.closed = False
+        self._lock = threading.Lock()
 
     def __enter__(self) -> _Workers:
-        if self.workers > 1 or self.helper:
-            # spawn: the parent will have paddlenlp (and its threads) loaded; workers need neither
-            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=warm_worker)
+        if self.workers > 1:
+            self._start()
         return self
 
+    def _start(self) -> None:
+        # spawn: the parent will have paddlenlp (and its threads) loaded; workers need neither
+        self.pool = mp.get_context("spawn").Pool(self.workers, initializer=warm_worker)
+
     def __exit__(self, *exc) -> None:
-        self.closed = True
+        with self._lock:
+            self.closed = True
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
@@ -246,6 +252,9 @@ class _Workers:
         return self.encoders[spec]
 
     def _spec_path(self, spec: EncoderSpec) -> str:
+        with self._lock:  # the fast path's thread may get here as the run ends
+            if self.pool is None and self.helper and not self.closed:
+                self._start()  # the helper, spawned only once the fast path is worth preparing
         if spec not in self.spec_files:
             import pickle
             import tempfile
@@ -264,10 +273,13 @@ class _Workers:
     def encode_later(self, spec: EncoderSpec, texts: list[str]) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         """Start encoding `texts` (in a worker when there are workers: the caller works meanwhile); the returned
         function waits for the result."""
-        if self.pool is None:
+        if self.pool is None and not self.helper:
             out = self._in_process(spec).encode(texts)
             return lambda: out
-        pending = self.pool.apply_async(encode_texts_task, (self._spec_path(spec), texts))
+        spec_path = self._spec_path(spec)
+        if self.pool is None:
+            raise RuntimeError("the run ended before the helper process started")
+        pending = self.pool.apply_async(encode_texts_task, (spec_path, texts))
 
         def wait() -> tuple[np.ndarray, np.ndarray]:
             # polled: a fast path still being chosen when the run ends must not wait forever on a closed pool
@@ -299,10 +311,18 @@ class _Workers:
             yield pending.popleft().get()
 
 
+GZIP_RATIO = 4  # text compresses ~3-4x with gzip: a gzip'd input's size x this, to size the work ahead
+
+
+def input_bytes(files: list[InputFile]) -> int:
+    """The input's size in raw bytes (gzip'd files estimated at GZIP_RATIO x their size)."""
+    return sum(f.path.stat().st_size * (GZIP_RATIO if f.gzipped else 1) for f in files)
+
+
 def effective_workers(files: list[InputFile], workers: int) -> int:
     """No more processes than there are chunks to give them: a small input is encoded in-process rather than
-    paying for workers it cannot keep busy (gzip'd sizes counted x4)."""
-    size = sum(f.path.stat().st_size * (4 if f.gzipped else 1) for f in files)
+    paying for workers it cannot keep busy."""
+    size = input_bytes(files)
     chunks = -(-size // CHUNK_BYTES)
     return 1 if chunks <= 2 else min(workers, chunks)
 
@@ -326,6 +346,49 @@ def slice_bytes(class_seconds: float, class_bytes: int) -> int:
     return int(min(max(class_bytes / class_seconds * SWITCH_LAG_S, FIRST_SLICE_BYTES), CHUNK_BYTES))
 
 
+@dataclass(frozen=True)
+class SetupFloor:
+    """What the fast path's set-up will take at least, and how that is known: the class's own load time (a fast
+    encoder reads the same vocabulary and builds more from it), or what it took on this machine before."""
+
+    seconds: float
+    source: str
+
+    @classmethod
+    def of(cls, load_seconds: float, known: float | None) -> SetupFloor:
+        if known is not None and known > load_seconds:
+            return cls(known, "the fast path's set-up for this tokenizer on this machine before")
+        return cls(load_seconds, "the class's own load of the vocabulary, a lower bound of a fast encoder's set-up")
+
+
+_SETUP_CACHE = "encoder-setup.json"  # in cache_dir(): "<tokenizer sha256> <family> <backend>" -> seconds
+
+
+def known_setup_seconds(key: str) -> float | None:
+    """The fast path's set-up time measured by an earlier run with this tokenizer on this machine, if any."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        value = json.loads((cache_dir() / _SETUP_CACHE).read_text()).get(key)
+        return float(value) if value is not None else None
+    return None
+
+
+def remember_setup_seconds(key: str, seconds: float, exact: bool) -> None:
+    """Keep the set-up time measured by this run (exact: the fast path became ready), or the lower bound it
+    showed (it was still being prepared when the input ended): the larger of the old value and this one."""
+    path = cache_dir() / _SETUP_CACHE
+    seen: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        seen = json.loads(path.read_text())
+    if not exact and key in seen and float(seen[key]) >= seconds:
+        return
+    seen[key] = round(seconds, 3)
+    with contextlib.suppress(OSError):  # only a cache: a run does not fail for it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(seen))
+        os.replace(tmp, path)
+
+
 @dataclass
 class Selection:
     """Which encoder encoded what in a run, and why (the manifest's encoder.selection)."""
@@ -340,6 +403,8 @@ class Selection:
     fast_ready_seconds: float | None = None  # when the fast path was chosen and probed (None: not before the end)
     probed: int = 0
     restarted: str | None = None  # why this run started again on the slow path
+    floor: SetupFloor = field(default_factory=lambda: SetupFloor(0.0, "none"))
+    fast_started_at_bytes: int | None = None  # how much the class had encoded when the fast path was started
 
 
 def selection_record(sel: Selection, tokenizer_class: str) -> dict:
@@ -349,6 +414,12 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         why = f"started again with PaddleNLP's {tokenizer_class}: {sel.restarted}"
     elif sel.mode == "forced":
         why = f"--encoder {sel.fast_backend or 'paddlenlp'} was given"
+    elif sel.mode == "race" and sel.fast_started_at_bytes is None and sel.fast_ready_seconds is None:
+        why = (
+            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s): at "
+            f"its measured speed the rest never needed more than {sel.floor.seconds:.2f} s ({sel.floor.source}), "
+            "so no fast encoder was prepared"
+        )
     elif sel.fast_backend is None and sel.fast_ready_seconds is None:
         why = (
             f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s) "
@@ -373,35 +444,51 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         "fast_documents": sel.fast_documents,
         "fast_bytes": sel.fast_bytes,
         "fast_ready_seconds": None if ready is None else round(ready, 3),
+        "fast_started_at_bytes": sel.fast_started_at_bytes,
+        "setup_floor_seconds": round(sel.floor.seconds, 3),
+        "setup_floor_source": sel.floor.source,
     }
 
 
 class _FastChoice:
     """The fast path being chosen: choose_encoder (spec completed, candidates built and probed) in a background
-    thread, or at once. Its warnings are kept and shown when the run uses the choice."""
+    thread once start() is called, or at once. Its warnings are kept and shown when the run uses the choice."""
 
     def __init__(self, choose: Callable[[Callable[[str], None]], tuple[EncoderSpec, int]], background: bool) -> None:
         self.messages: list[str] = []
-        self.start = time.perf_counter()
-        self.seconds: float | None = None
+        self.seconds: float | None = None  # from start() to the choice
+        self.started = False
+        self.started_at = time.perf_counter()
+        self._choose = choose
         self._done = threading.Event()
         self._result: tuple[EncoderSpec, int] | None = None
         self._error: BaseException | None = None
-        if background:
-            threading.Thread(target=self._run, args=(choose,), daemon=True, name="llmpt-fast-path").start()
-        else:
+        if not background:
+            self.started = True
             self._run(choose)
 
+    def start(self) -> None:
+        self.started = True
+        self.started_at = time.perf_counter()
+        threading.Thread(target=self._run, args=(self._choose,), daemon=True, name="llmpt-fast-path").start()
+
     def _run(self, choose) -> None:
+        start = time.perf_counter()
         try:
             self._result = choose(self.messages.append)
         except BaseException as e:  # noqa: BLE001 - re-raised by wait(), in the run's thread
             self._error = e
-        self.seconds = time.perf_counter() - self.start
+        self.seconds = time.perf_counter() - start
         self._done.set()
 
     def ready(self) -> bool:
         return self._done.is_set()
+
+    def setup_seconds(self) -> tuple[float, bool]:
+        """(seconds, exact): how long the choice took, or so far (a lower bound) if it is not made yet."""
+        if self.seconds is not None:
+            return self.seconds, True
+        return time.perf_counter() - self.started_at, False
 
     def wait(self) -> tuple[EncoderSpec, int]:
         self._done.wait()
@@ -414,12 +501,27 @@ class _FastChoice:
         return self._result
 
 
+def worth_preparing(class_seconds: float, class_bytes: int, remaining_bytes: int, floor_seconds: float) -> bool:
+    """Whether to start preparing the fast path: the class, at the speed measured on this input, still needs
+    longer for the rest of it than `floor_seconds`, a measured lower bound of any fast encoder's set-up (the time
+    the class took to load the same vocabulary: a fast encoder reads it too, and builds more from it)."""
+    if class_bytes <= 0 or class_seconds <= 0:
+        return False  # nothing measured yet: the first slice measures
+    return remaining_bytes * class_seconds / class_bytes > floor_seconds
+
+
 def _encoded(
-    pool: _Workers, choice: _FastChoice, tok, slow_spec: EncoderSpec, chunks: Iterator, sel: Selection
+    pool: _Workers,
+    choice: _FastChoice,
+    tok,
+    slow_spec: EncoderSpec,
+    chunks: Iterator,
+    sel: Selection,
+    total_bytes: int = 0,
 ) -> Iterator[tuple[ChunkResult, EncoderSpec | None]]:
     """Encoded chunks in input order, each with the fast spec that encoded it (None: the class). The class
-    encodes slices of the input until the fast path is ready; then the fast path (or the class, if no fast
-    encoder matched) encodes the rest."""
+    encodes slices of the input; after each, the fast path is started if worth_preparing says so; once it is
+    ready it (or the class, if no fast encoder matched) encodes the rest."""
     it = iter(chunks)
     chunk = next(it, None)
     slow: Encoder | None = None
@@ -432,6 +534,11 @@ def _encoded(
         sel.class_seconds += time.perf_counter() - t
         sel.class_bytes += r.bytes_in
         sel.class_documents += r.documents
+        if not choice.started and worth_preparing(
+            sel.class_seconds, sel.class_bytes, total_bytes - sel.class_bytes, sel.floor.seconds
+        ):
+            sel.fast_started_at_bytes = sel.class_bytes
+            choice.start()
         yield r, None
         chunk = rest if rest is not None else next(it, None)
     if chunk is None:
@@ -498,9 +605,15 @@ def prepare_data(
     from llmpt.data.selfcheck import Divergence, choose_encoder, probe_set
 
     with _Workers(effective_workers(files, workers), helper=slow_start and not encoder) as pool:
+        import paddlenlp.transformers  # noqa: F401 - first, so that the load below times the vocabulary alone
+
+        loading = time.perf_counter()
         tok = load_tokenizer(tok_dir)
+        load_seconds = time.perf_counter() - loading
         base = encoder_spec(tok, tok_dir, text_key, append_eos, encoder)
         slow_spec = replace(base, backend="paddlenlp")
+        name = tokenizer if tokenizer and not Path(tokenizer).is_dir() else tok_dir.name
+        fingerprint = tokenizer_fingerprint(tok, tok_dir, name)
         race = slow_start and not encoder and base.backend != "paddlenlp"
         # PaddleNLP's ids of the probe set, here: the thread below reads the tokenizer but never runs it
         probe = probe_set(tok, base) if race else None
@@ -510,14 +623,15 @@ def prepare_data(
             ),
             background=race,
         )
-        sel = Selection(mode="race" if race else "forced" if encoder else "fast")
-        name = tokenizer if tokenizer and not Path(tokenizer).is_dir() else tok_dir.name
+        setup_key = f"{fingerprint['sha256']} {base.family} {base.backend}"
+        floor = SetupFloor.of(load_seconds, known_setup_seconds(setup_key))
+        sel = Selection(mode="race" if race else "forced" if encoder else "fast", floor=floor)
         remove_stale_temporaries(prefix)
         # after the tokenizer: importing paddle installs its own SIGTERM handler, which exits on the spot
         with _terminate_cleanly():
-            args = (tok, slow_spec, files, specs, prefix, pool, strict, progress, name)
+            args = (tok, slow_spec, files, specs, prefix, pool, strict, progress, fingerprint, input_bytes(files))
             try:
-                return _prepare(choice, sel, *args)
+                result = _prepare(choice, sel, *args)
             except Divergence as d:
                 warnings.warn(
                     f"the {sel.fast_backend} encoder disagrees with PaddleNLP's {base.tokenizer_class} on a sampled "
@@ -527,10 +641,24 @@ def prepare_data(
                 )
                 again = Selection(mode=sel.mode, restarted=f"the {sel.fast_backend} encoder disagreed on a sample")
                 return _prepare(_FastChoice(lambda warn: (slow_spec, 0), background=False), again, *args)
+            if race and choice.started:
+                remember_setup_seconds(setup_key, *choice.setup_seconds())
+            return result
 
 
 def _prepare(
-    choice: _FastChoice, sel: Selection, tok, slow_spec: EncoderSpec, files, specs, prefix, pool, strict, progress, name
+    choice: _FastChoice,
+    sel: Selection,
+    tok,
+    slow_spec: EncoderSpec,
+    files,
+    specs,
+    prefix,
+    pool,
+    strict,
+    progress,
+    fingerprint: dict,
+    total_bytes: int,
 ) -> PrepareResult:
     from llmpt.data.selfcheck import SampleChecker
 
@@ -542,7 +670,7 @@ def _prepare(
     spec = slow_spec
     with _AtomicOutputs(prefix) as out:
         with out.tmp["bin"].open("wb") as bin_f, out.tmp["sizes"].open("wb") as sizes_f:
-            for r, fast in _encoded(pool, choice, tok, slow_spec, iter_chunks(files), sel):
+            for r, fast in _encoded(pool, choice, tok, slow_spec, iter_chunks(files), sel, total_bytes):
                 if fast is not None and not checker.active:
                     checker = SampleChecker(tok, fast, sel.probed)
                 if strict and r.bad:
@@ -596,7 +724,7 @@ def _prepare(
                 "append_eos": spec.append_eos,
                 "eos_id": spec.eos_id,
                 "text_key": spec.text_key,
-                "tokenizer": tokenizer_fingerprint(tok, Path(spec.tokenizer_dir), name),
+                "tokenizer": fingerprint,
                 "encoder": encoder,
                 "inputs": [str(f.path) for f in files],
             },

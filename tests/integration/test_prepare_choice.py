@@ -56,7 +56,7 @@ def test_a_small_input_is_encoded_by_the_class_alone_and_identical(small, tmp_pa
     sel = enc["selection"]
     assert enc["backend"] == "paddlenlp" and sel["mode"] == "race"
     assert sel["class_documents"] == r.documents > 0 and sel["fast_documents"] == 0
-    assert "encoded the whole input" in sel["why"] and "before a fast encoder was ready" in sel["why"]
+    assert "encoded the whole input" in sel["why"]
     assert enc["self_check"]["sampled_documents"] == 0  # the class is the pipeline: nothing to compare
 
 

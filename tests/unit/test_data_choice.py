@@ -1,6 +1,7 @@
-"""prepare-data's choice of encoder without paddle: PaddleNLP's class encodes slices of the input until the fast
-path is ready, the fast encoder the rest; how big a slice is; how a chunk is cut into slices without changing its
-documents; what the manifest says about the choice."""
+"""prepare-data's choice of encoder without paddle: PaddleNLP's class encodes slices of the input, the fast path
+is prepared only when the class would need longer than its own load, and once ready the fast encoder encodes the
+rest; how big a slice is; how a chunk is cut into slices without changing its documents; what the manifest says
+about the choice."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from llmpt.data.prepare import (
     FIRST_SLICE_BYTES,
     SWITCH_LAG_S,
     Selection,
+    SetupFloor,
     _encoded,
     _FastChoice,
     _Workers,
+    known_setup_seconds,
+    remember_setup_seconds,
     selection_record,
     slice_bytes,
+    worth_preparing,
 )
 from llmpt.data.tokenizer import SHIPPED_TOKENIZER
 
@@ -91,6 +96,28 @@ def _chunks(n: int) -> list[Chunk]:
     return [Chunk("f.jsonl", "jsonl", 1 + k * 100, (doc * 100).encode()) for k in range(n)]
 
 
+def _size(chunks: list[Chunk]) -> int:
+    return sum(len(c.data) for c in chunks)
+
+
+def test_the_fast_path_is_prepared_only_when_the_class_would_need_longer_than_its_own_load():
+    # 1 MB/s measured; 0.5 MB left = 0.5 s of the class
+    assert worth_preparing(0.1, 100_000, 500_000, floor_seconds=0.4)
+    assert not worth_preparing(0.1, 100_000, 500_000, floor_seconds=0.6)
+    assert not worth_preparing(0.0, 0, 10**9, floor_seconds=0.0)  # nothing measured yet
+
+
+def test_a_fast_path_not_worth_preparing_is_never_started():
+    choice = _FastChoice(lambda warn: pytest.fail("the fast path was prepared"), background=True)
+    chunks = _chunks(2)
+    sel = Selection(floor=SetupFloor(3600.0, "a test"))
+    with _Workers(1, helper=True) as pool:
+        out = list(_encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel, _size(chunks)))
+    assert all(by is None for _, by in out) and not choice.started and pool.pool is None  # no helper spawned
+    assert sel.class_documents == 200 and sel.fast_started_at_bytes is None
+    assert "more than 3600.00 s (a test), so no fast encoder was prepared" in selection_record(sel, "X")["why"]
+
+
 def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_the_rest():
     gate = threading.Event()
     fast = _spec("sentencepiece")
@@ -104,9 +131,10 @@ def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_th
     sel = Selection()
     chunks = _chunks(3)
     with _Workers(1) as pool:
-        results = _encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel)
+        results = _encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel, _size(chunks))
         first, by = next(results)
         assert by is None and not first.samples  # the class: nothing to sample
+        assert choice.started and sel.fast_started_at_bytes == first.bytes_in  # worth it: floor 0 s
         gate.set()
         while not choice.ready():
             threading.Event().wait(0.01)
@@ -125,7 +153,7 @@ def test_a_fast_path_ready_before_the_first_document_encodes_everything():
     choice = _FastChoice(lambda warn: (fast, 5), background=False)
     sel = Selection(mode="fast")
     with _Workers(1) as pool:
-        out = list(_encoded(pool, choice, _CharClass(), _spec("paddlenlp"), _chunks(2), sel))
+        out = list(_encoded(pool, choice, _CharClass(), _spec("paddlenlp"), _chunks(2), sel, 0))
     assert [by for _, by in out] == [fast, fast] and sel.class_documents == 0 and sel.fast_documents == 200
 
 
@@ -134,12 +162,14 @@ def test_no_fast_encoder_matching_leaves_the_class_for_the_rest():
     choice = _FastChoice(lambda warn: (slow, 5), background=False)
     sel = Selection()
     with _Workers(1) as pool:
-        out = list(_encoded(pool, choice, _CharClass(), slow, _chunks(2), sel))
+        out = list(_encoded(pool, choice, _CharClass(), slow, _chunks(2), sel, 0))
     assert all(by is None for _, by in out) and sel.fast_backend is None and sel.class_documents == 200
 
 
 def test_the_manifest_says_why_the_class_or_the_fast_encoder_ran():
-    alone = selection_record(Selection(class_documents=3, class_bytes=2_000_000, class_seconds=0.4), "GPTTokenizer")
+    alone = selection_record(
+        Selection(class_documents=3, class_bytes=2_000_000, class_seconds=0.4, fast_started_at_bytes=0), "GPTTokenizer"
+    )
     assert "GPTTokenizer encoded the whole input (2.00 MB in 0.40 s) before a fast encoder was ready" in alone["why"]
     mixed = Selection(
         class_documents=1, class_bytes=500_000, class_seconds=0.5, fast_backend="fastokens", fast_documents=9
@@ -153,6 +183,7 @@ def test_the_manifest_says_why_the_class_or_the_fast_encoder_ran():
     )
     assert selection_record(Selection(mode="forced"), "X")["why"] == "--encoder paddlenlp was given"
     assert "no fast encoder gives" in selection_record(Selection(fast_ready_seconds=1.0), "X")["why"]
+    assert "so no fast encoder was prepared" in selection_record(Selection(), "X")["why"]
     assert "disagreed" in selection_record(Selection(restarted="the x encoder disagreed"), "X")["why"]
     record = selection_record(mixed, "X")
     assert {k: record[k] for k in ("mode", "class_documents", "fast_documents", "fast_ready_seconds")} == {
@@ -161,3 +192,22 @@ def test_the_manifest_says_why_the_class_or_the_fast_encoder_ran():
         "fast_documents": 9,
         "fast_ready_seconds": 0.6,
     }
+
+
+def test_the_set_up_floor_is_the_larger_of_the_class_load_and_a_measured_set_up():
+    assert SetupFloor.of(0.4, None).seconds == 0.4 and "own load" in SetupFloor.of(0.4, None).source
+    assert SetupFloor.of(0.4, 1.5).seconds == 1.5 and "on this machine before" in SetupFloor.of(0.4, 1.5).source
+    assert SetupFloor.of(0.4, 0.1).seconds == 0.4
+
+
+def test_set_up_times_are_remembered_exact_or_as_lower_bounds():  # LLMPT_CACHE: tests/unit/conftest.py
+    assert known_setup_seconds("k") is None
+    remember_setup_seconds("k", 0.5, exact=False)  # still being prepared after 0.5 s
+    assert known_setup_seconds("k") == 0.5
+    remember_setup_seconds("k", 0.3, exact=False)  # a weaker bound changes nothing
+    assert known_setup_seconds("k") == 0.5
+    remember_setup_seconds("k", 1.2, exact=True)
+    remember_setup_seconds("other", 9.0, exact=True)
+    assert known_setup_seconds("k") == 1.2
+    remember_setup_seconds("k", 0.9, exact=True)  # a measurement replaces the last one
+    assert known_setup_seconds("k") == 0.9
