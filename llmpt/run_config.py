@@ -38,10 +38,11 @@ class TrainSettings(_Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2.")
-    optimizer: Literal["adamw", "adamw_mini", "adafactor", "sgd"] = Field(
+    optimizer: Literal["adamw", "adamw_mini", "sgd"] = Field(
         "adamw",
-        description="PaddleNLP's adamw, adamw_mini or adafactor (TrainingArguments.optim), or sgd: plain SGD without "
-        "momentum that the rank builds, for numerical checks of gradient reductions.",
+        description="PaddleNLP's adamw or adamw_mini (TrainingArguments.optim; adamw_mini without tensor parallelism), "
+        "or sgd: plain SGD without momentum that the rank builds, for numerical checks of gradient reductions. "
+        "(PaddleNLP 3.0.0b4 names adafactor but its Trainer cannot build it.)",
     )
     # NumPy takes seeds in 0..2**32-1 and PaddleNLP's set_seed adds per-rank offsets: 2**31-1 leaves room for them
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of weights init, data order and dropout.")

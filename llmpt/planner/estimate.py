@@ -50,6 +50,7 @@ class Layout:
     nproc_per_node: int
     from_scratch: bool = True
     dropout: float = 0.0
+    optimizer: str = "adamw"  # train.optimizer: how many bytes of state each parameter keeps (OPTIMIZER_STATE_BYTES)
 
 
 @dataclass
@@ -114,6 +115,12 @@ def stage_params(g: ParamGroups, tp: int, pp: int) -> tuple[int, int]:
     return embed + layers * per_layer, layers * per_layer + head + tied_copy
 
 
+# fp32 optimizer state per parameter (PaddleNLP 3.0.0b4): AdamW's two moments; AdamWMini's first moment and one
+# second-moment value per parameter tensor (paddlenlp/utils/optimizer.py AdamWMini._add_moments_pows: shape [1]),
+# nothing per element; llmpt's SGD has no momentum (llmpt/train/entry.py PretrainTrainer.create_optimizer)
+OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw_mini": 4, "sgd": 0}
+
+
 def _state_bytes(n: int, layer_params: int, lay: Layout) -> dict[str, float]:
     """Weights, gradients, master weights and moments of n parameters on one card."""
     s, p = lay.strategy, lay.strategy.parallel
@@ -128,7 +135,7 @@ def _state_bytes(n: int, layer_params: int, lay: Layout) -> dict[str, float]:
         weights = n * w_bytes / sd + 2 * layer_params * w_bytes
     grads = n * g_bytes / (sd if stage >= 2 else 1)
     master = n * 4 / (sd if stage >= 1 else 1) if o2 else 0.0
-    moments = n * 8 / (sd if stage >= 1 else 1)
+    moments = n * OPTIMIZER_STATE_BYTES[lay.optimizer] / (sd if stage >= 1 else 1)
     if p.offload:
         master, moments = 0.0, 0.0
     return {"weights": weights, "gradients": grads, "master_weights": master, "optimizer_moments": moments}

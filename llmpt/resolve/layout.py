@@ -47,6 +47,8 @@ class Plan:
     card: Device | None = None  # the accelerator estimated for; None on CPU or when no card is known
     estimate: Estimate | None = None
     sources: dict[str, str] = field(default_factory=dict)  # "batch.micro_batch_size" -> where its value came from
+    optimizer: str = "adamw"  # train.optimizer and train.dropout: what the estimate counts besides the layout
+    dropout: float = 0.0
 
     @property
     def launch_command(self) -> list[str]:
@@ -137,6 +139,7 @@ def check_layout(req: RunRequest, layers: Layers) -> Plan:
     world_flag = f"--gpus {gpus}" + (f" x --nnodes {req.nnodes}" if req.nnodes > 1 else "")
     degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
+    _check_optimizer(layers, degrees)
     # kernels from the base profile or a shipped preset mean "on where supported"; a file or the user asks for them
     kernel_fields = type(strategy.kernels).model_fields
     explicit = {k for k in kernel_fields if not sources.get(f"kernels.{k}", "base").startswith(("base", "preset "))}
@@ -152,7 +155,7 @@ def check_layout(req: RunRequest, layers: Layers) -> Plan:
     card = _card(device, req.device_type, notes)
     from_scratch = req.init_from is None
     if "batch.micro_batch_size" not in sources or "batch.grad_accum" not in sources:
-        strategy = _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch)
+        strategy = _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch, layers.train)
     expansion = expand(strategy, topo.world_size, world_flag)
     for w in caps.warnings:
         warnings.warn(w, CapabilityWarning, stacklevel=2)
@@ -171,12 +174,26 @@ def check_layout(req: RunRequest, layers: Layers) -> Plan:
         notes=tuple(notes),
         card=card,
         sources=sources,
+        optimizer=layers.train.optimizer,
+        dropout=layers.train.dropout,
     )
 
 
-def _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch) -> Strategy:
+def _check_optimizer(layers: Layers, degrees) -> None:
+    """PaddleNLP's TrainingArguments refuses AdamW Mini under tensor parallelism (at every rank's start): here."""
+    if layers.train.optimizer == "adamw_mini" and degrees.tp > 1:
+        given = layers.setting("train", "optimizer")
+        said = given.show(("train", "optimizer")) if given else "train.optimizer adamw_mini"
+        raise LlmptError(
+            f"{said} with tp{degrees.tp}: PaddleNLP's AdamW Mini does not support tensor parallelism "
+            "(TrainingArguments raises at every rank's start)",
+            "use train.optimizer=adamw, or a strategy without tensor parallelism",
+        )
+
+
+def _planner_batch(strategy, sources, spec, degrees, seq_len, topo, card, from_scratch, train) -> Strategy:
     """Fill the batch the preset and the user left unset: the planner's split of the family's global batch."""
-    lay = Layout(spec, strategy, degrees, seq_len, topo.nproc_per_node, from_scratch)
+    lay = Layout(spec, strategy, degrees, seq_len, topo.nproc_per_node, from_scratch, train.dropout, train.optimizer)
     choice = choose_batch(lay, card)
     fixed = {k: getattr(strategy.batch, k) for k in ("micro_batch_size", "grad_accum") if f"batch.{k}" in sources}
     picked = {"micro_batch_size": choice.micro_batch_size, "grad_accum": choice.grad_accum} | fixed
@@ -198,7 +215,14 @@ def estimated(plan: Plan, vocab_size: int | None = None) -> Plan:
     if plan.topology.device == "gpu" and plan.card is None:
         return replace(plan, model=spec)
     layout = Layout(
-        spec, plan.strategy, plan.expansion.degrees, plan.seq_len, plan.topology.nproc_per_node, plan.from_scratch
+        spec,
+        plan.strategy,
+        plan.expansion.degrees,
+        plan.seq_len,
+        plan.topology.nproc_per_node,
+        plan.from_scratch,
+        plan.dropout,
+        plan.optimizer,
     )
     est = plan_estimate(layout, plan.card)
     if est.fits is False:

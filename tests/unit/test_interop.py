@@ -409,12 +409,12 @@ def test_export_in_paddle_layout_reloads_as_the_same_tensors(cli, tmp_path):
 # ---- llmpt train --init-from (dry run: nothing converted, nothing written) ------------------------------------
 
 
-def test_train_records_a_hugging_face_source_and_its_converted_copy(cli, tiny_data, tmp_path):
+def test_train_records_a_hugging_face_source_and_its_converted_copy(cli, prefix, tmp_path):
     write_hf(tmp_path / "hf", "gpt-tiny", max_position_embeddings=64)
     (tmp_path / "hf" / "vocab.json").write_text(json.dumps({str(i): i for i in range(900)}))
     (tmp_path / "hf" / "merges.txt").write_text("#version: 0.2\n")
     (tmp_path / "hf" / "tokenizer_config.json").write_text('{"tokenizer_class": "GPTTokenizer"}')
-    r = cli("train", "gpt-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--init-from",
+    r = cli("train", "gpt-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--init-from",
             str(tmp_path / "hf"), "--dry-run", "--json")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     cfg = json.loads(r.stdout)["run_config"]
@@ -428,9 +428,9 @@ def test_train_records_a_hugging_face_source_and_its_converted_copy(cli, tiny_da
     assert cfg["data"]["tokenizer_dir"] == str(tmp_path / "hf")  # no manifest to compare with: the weights' is used
 
 
-def test_train_refuses_weights_of_another_model_before_writing(cli, tiny_data, tmp_path):
+def test_train_refuses_weights_of_another_model_before_writing(cli, prefix, tmp_path):
     write_hf(tmp_path / "hf", "llama-tiny", num_hidden_layers=2)
-    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", tiny_data, "--init-from",
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--init-from",
             str(tmp_path / "hf"), "-o", str(tmp_path / "run"))  # fmt: skip
     assert r.exit_code == 2
     assert r.stderr.startswith(f"error: --init-from {tmp_path / 'hf'}: config.json gives num_hidden_layers 2, but "
