@@ -21,6 +21,7 @@ from pathlib import Path
 from llmpt.run_dir import STACK_SIGNAL, RunDir
 
 STACK_WAIT_S = 5.0  # how long the supervisor waits for the ranks' stack files before it stops the job
+_TIMED = ("training", "saving", "evaluating")  # the phases a rank reports once training began
 _KERNEL_STATES = {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible I/O", "Z": "a zombie"}
 
 
@@ -89,7 +90,7 @@ class HangWatch:
             return None
         pids = dict(local_rank_pids(self.run.root))
         progress = {r: p for r, p in self._progress().items() if r in pids}
-        started = [p["t"] for p in progress.values() if p.get("phase") in ("training", "saving")]
+        started = [p["t"] for p in progress.values() if p.get("phase") in _TIMED]
         if not started:
             return None  # still loading: not timed
         finished = {RunDir.rank_of(p) for p in self.run.rank_reports()}
@@ -97,7 +98,7 @@ class HangWatch:
         first = min(started)
         # a rank that never reported training is timed from the first rank that did
         ages = {
-            r: now - (progress[r]["t"] if progress.get(r, {}).get("phase") in ("training", "saving") else first)
+            r: now - (progress[r]["t"] if progress.get(r, {}).get("phase") in _TIMED else first)
             for r in pids
             if r not in finished
         }
@@ -117,6 +118,7 @@ class HangWatch:
                 why[r] = {
                     "saving": f"last saving a checkpoint at step {steps[r]}",
                     "training": f"last finished step {steps[r]}",
+                    "evaluating": f"last evaluating after step {steps[r]}",
                 }.get(phase, "never started training")
         stalled = sorted(why, key=lambda r: int(r) if r.isdigit() else 0)
         return Hang(stalled, why, max(ages.values()), steps)

@@ -225,9 +225,11 @@ class ClusterSignals(TrainerCallback):
         self.flag = resilience.PreemptFlag(run, preempt_signal)
         self.stopped_at: int | None = None
         self.step = 0
+        self.reported_at = 0.0
 
     def progress(self, phase: str) -> None:
         resilience.write_progress(self.run, self.rank, self.step, phase)
+        self.reported_at = time.time()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.step = state.global_step
@@ -243,6 +245,11 @@ class ClusterSignals(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.progress("training")
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        # an evaluation (train.eval_steps) makes progress batch by batch: at most one report a second
+        if time.time() - self.reported_at >= 1.0:
+            self.progress("evaluating")
 
 
 def _collate(samples):
