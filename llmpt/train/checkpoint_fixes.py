@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from llmpt.train.targets import signature_problems
 from llmpt.versions import PADDLENLP
 
 
@@ -157,13 +158,7 @@ def check_fix(fix: Fix) -> list[str]:
         owner, attr, original = _resolve(fix)
     except LookupError as e:
         return [str(e)]
-    problems = []
-    try:
-        found = tuple(inspect.signature(original).parameters)
-    except (TypeError, ValueError):
-        found = None
-    if found != fix.expects_signature:
-        problems.append(f"parameters {found}, the fix expects {fix.expects_signature}")
+    problems = signature_problems(original, fix.expects_signature, "fix")
     if fix.uses is not None:
         source = inspect.getsource(owner)
         calls = source.count(f"{attr}(") - source.count(f"_{attr}(") - source.count(f"def {attr}(")

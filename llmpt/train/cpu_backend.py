@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llmpt.train.targets import signature_problems
 from llmpt.versions import PADDLE
 
 Mechanism = Literal["rebind", "class", "proxy"]
@@ -716,12 +717,7 @@ def check_target(patch: Patch) -> list[str]:
     if not kinds[patch.mechanism]:
         problems.append(f"is a {type(obj).__name__} of {type(owner).__name__}, not a {patch.mechanism} target")
     if patch.expects_signature is not None:
-        try:
-            found = tuple(inspect.signature(fn).parameters)
-        except (TypeError, ValueError):
-            found = None
-        if found != patch.expects_signature:
-            problems.append(f"parameters {found}, the patch expects {patch.expects_signature}")
+        problems += signature_problems(fn, patch.expects_signature, "patch")
     if patch.uses is not None:
         name = patch.target.split(":")[1]
         found_uses = inspect.getsource(module).count(f"{name}(")
