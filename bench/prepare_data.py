@@ -184,10 +184,14 @@ def _child(args) -> None:
 def timed(kind: str, corpus: Path, prefix: str, workers: int, tokenizer_dir: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--corpus", str(corpus), "--prefix", prefix]
     cmd += ["--child-workers", str(workers), "--tokenizer-dir", str(tokenizer_dir)]
+    import resource
+
     load0 = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     launch = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.time() - launch
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not lines:
         raise SystemExit(f"{kind} run failed:\n{p.stderr[-3000:]}")
@@ -196,6 +200,9 @@ def timed(kind: str, corpus: Path, prefix: str, workers: int, tokenizer_dir: Pat
     (t_first, bytes_first), end = r["first"], r["end"]
     r |= {
         "wall": wall,
+        # CPU seconds of the run and every process it waited for (its workers): what other jobs on a shared
+        # machine do not change, unlike the wall time
+        "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "startup": t_first - launch,
         # meaningless when the first document came after most of the input (small corpora): nan
         "steady_mbs": (size - bytes_first) / 1e6 / max(end - t_first, 1e-9) if bytes_first < size / 2 else float("nan"),
@@ -215,7 +222,8 @@ def bench(args) -> None:
     print(f"corpus {corpus} ({mb:.1f} MB), {os.cpu_count()} cores, repeats {args.repeat}")
     print(
         f"{'family':14s} {'w':>2s} | {'baseline s':>10s} {'llmpt s':>8s} {'ratio':>6s} {'spread':>11s} | "
-        f"{'start-up b/l':>12s} | {'steady MB/s b/l':>16s} {'ratio':>6s} | {'same':4s} {'load':>5s} | encoder"
+        f"{'cpu s b/l':>11s} | {'start-up b/l':>12s} | {'steady MB/s b/l':>16s} {'ratio':>6s} | {'same':4s} "
+        f"{'load':>5s} | encoder"
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,14 +241,15 @@ def bench(args) -> None:
                     same = _same(f"{tmp}/baseline", f"{tmp}/llmpt")
                 b, m = runs["baseline"], runs["llmpt"]
                 ratios = [x["wall"] / y["wall"] for x, y in zip(b, m, strict=True)]
-                med = {k: {f: statistics.median(r[f] for r in v) for f in ("wall", "startup", "steady_mbs", "load")}
-                       for k, v in runs.items()}  # fmt: skip
+                fields = ("wall", "cpu", "startup", "steady_mbs", "load")
+                med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in runs.items()}
                 enc = m[-1]["encoder"]
                 row = {
                     "family": family, "workers": w, "baseline_s": med["baseline"]["wall"],
                     "llmpt_s": med["llmpt"]["wall"], "ratio": med["baseline"]["wall"] / med["llmpt"]["wall"],
                     "ratio_min": min(ratios),
-                    "ratio_max": max(ratios), "startup_baseline": med["baseline"]["startup"],
+                    "ratio_max": max(ratios), "cpu_baseline": med["baseline"]["cpu"], "cpu_llmpt": med["llmpt"]["cpu"],
+                    "startup_baseline": med["baseline"]["startup"],
                     "startup_llmpt": med["llmpt"]["startup"], "steady_baseline": med["baseline"]["steady_mbs"],
                     "steady_llmpt": med["llmpt"]["steady_mbs"], "same": same,
                     "load": statistics.mean(r["load"] for v in runs.values() for r in v),
@@ -252,6 +261,7 @@ def bench(args) -> None:
                 print(
                     f"{family:14s} {w:2d} | {row['baseline_s']:10.1f} {row['llmpt_s']:8.1f} {row['ratio']:5.2f}x "
                     f"{row['ratio_min']:4.2f}-{row['ratio_max']:4.2f}x | "
+                    f"{row['cpu_baseline']:5.1f}/{row['cpu_llmpt']:5.1f} | "
                     f"{row['startup_baseline']:5.1f}/{row['startup_llmpt']:5.1f} | "
                     f"{row['steady_baseline']:7.2f}/{row['steady_llmpt']:7.2f} "
                     f"{row['steady_llmpt'] / row['steady_baseline']:5.2f}x | {str(same):4s} {row['load']:5.1f} | "
