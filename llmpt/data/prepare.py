@@ -413,7 +413,7 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
     if sel.restarted:
         why = f"started again with PaddleNLP's {tokenizer_class}: {sel.restarted}"
     elif sel.mode == "forced":
-        why = f"--encoder {sel.fast_backend or 'paddlenlp'} was given"
+        why = f"the caller chose the encoder: prepare_data(encoder={sel.fast_backend or 'paddlenlp'!r})"
     elif sel.mode == "race" and sel.fast_started_at_bytes is None and sel.fast_ready_seconds is None:
         why = (
             f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s): at "
