@@ -55,9 +55,16 @@ class Rehearsal:
 
 
 def tiny_of(spec: ModelSpec) -> ModelSpec:
-    """The family's tiny model (Baichuan's ALiBi variant for ALiBi llamas)."""
-    name = "baichuan-tiny" if spec.family == "llama" and spec.position == "alibi" else f"{spec.family}-tiny"
-    return resolve_model(name)
+    """The tiny model of the same family, matrix row and position encoding (Baichuan's ALiBi llama, Llama-3's GQA
+    and rope scaling), else the family's own."""
+    for m in all_models():
+        if m.id.endswith("-tiny") and (m.family, m.matrix_row, m.position) == (
+            spec.family,
+            spec.matrix_row,
+            spec.position,
+        ):
+            return m
+    return resolve_model(f"{spec.family}-tiny")
 
 
 def shrink(tiny: ModelSpec, tp: int, stages: int) -> ModelSpec:

@@ -28,7 +28,7 @@ CONVERSION_VERSION = 1
 CONVERTED_MARKER = "llmpt-converted.json"
 PADDLE_WEIGHTS = ("model_state.pdparams", "model_state.pdparams.index.json")
 SPLIT_PADDLE_WEIGHTS = re.compile(r"^model_state\.(tp\d+|pp\d+|shard\d+)[_a-z0-9]*\.pdparams$")
-PADDLE_PREFIXES = ("llama.", "qwen.", "gpt.", "opt.", "bloom.", "chatglm_v2.", "lm_head.")
+PADDLE_PREFIXES = ("llama.", "qwen.", "gpt.", "opt.", "bloom.", "chatglm_v2.", "qwen2.", "mistral.", "lm_head.")
 HINT = (
     "pass a save_pretrained() directory, a Hugging Face model directory (config.json + *.safetensors) or a model id "
     "copied into the PaddleNLP or Hugging Face cache"
@@ -45,6 +45,10 @@ ARCHITECTURE: dict[str, dict[str, Any]] = {
     "bloom": {"hidden_size": None, "n_layer": None, "n_head": None},
     "chatglm2": {"hidden_size": None, "num_hidden_layers": None, "num_attention_heads": None,
                  "ffn_hidden_size": None, "kv_channels": 128, "multi_query_group_num": 1},
+    "qwen2": {"hidden_size": None, "num_hidden_layers": None, "num_attention_heads": None,
+              "num_key_value_heads": "num_attention_heads", "intermediate_size": None},
+    "mistral": {"hidden_size": None, "num_hidden_layers": None, "num_attention_heads": None,
+                "num_key_value_heads": "num_attention_heads", "intermediate_size": None},
 }  # fmt: skip
 
 

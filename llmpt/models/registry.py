@@ -8,16 +8,41 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmpt.errors import ModelError
 
 REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 
-Family = Literal["llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm"]
+Family = Literal["llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm", "qwen2", "mistral"]
 
 # PaddleNLP's run_pretrain.py pads a from-scratch vocabulary up to a multiple of 128 "for better amp performance"
 VOCAB_PAD_MULTIPLE = 128
+
+
+class RopeScaling(BaseModel):
+    """Rotary position scaling, as PaddleNLP's llama modeling (3.0.0b4, LlamaAttention._init_rope) implements it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["llama3", "linear", "ntk", "dynamic_ntk"] = Field(
+        description="llama3: Llama-3.1's per-frequency scaling (config rope_scaling); linear, ntk, dynamic_ntk: "
+        "PaddleNLP's rope_scaling_type with rope_scaling_factor."
+    )
+    factor: float = Field(gt=0, description="Scaling factor (Llama-3.1: 8).")
+    low_freq_factor: float = Field(1.0, gt=0, description="llama3 only: wavelengths above original/low are scaled.")
+    high_freq_factor: float = Field(4.0, gt=0, description="llama3 only: wavelengths below original/high are kept.")
+    original_max_position_embeddings: int | None = Field(
+        None, ge=1, description="llama3 only: the positions the model was trained on before scaling (Llama-3.1: 8192)."
+    )
+
+    @model_validator(mode="after")
+    def _llama3_needs_its_original_positions(self) -> RopeScaling:
+        if self.type == "llama3" and self.original_max_position_embeddings is None:
+            raise ValueError("type llama3 needs original_max_position_embeddings (Llama-3.1: 8192)")
+        if self.type == "llama3" and self.low_freq_factor >= self.high_freq_factor:
+            raise ValueError("type llama3 needs low_freq_factor < high_freq_factor (Llama-3.1: 1 and 4)")
+        return self
 
 
 class ModelSpec(BaseModel):
@@ -42,6 +67,8 @@ class ModelSpec(BaseModel):
     position: Literal["rope", "alibi", "learned", "rope2d"] = Field(description="Position encoding.")
     activation: Literal["silu", "gelu", "relu", "geglu", "swiglu"] = Field(description="FFN activation.")
     tie_word_embeddings: bool = Field(False, description="Output head shares the embedding matrix.")
+    rope_theta: float | None = Field(None, gt=0, description="Rotary base, where not the family's default 10000.")
+    rope_scaling: RopeScaling | None = Field(None, description="Rotary scaling the published config carries.")
     source: str = Field(description="Where these numbers come from.")
     notes: str = Field("", description="Anything unusual about the model.")
 
@@ -113,6 +140,8 @@ MODEL_TYPE: dict[str, str] = {
     "chatglm": "chatglm",
     "chatglm2": "chatglm_v2",
     "glm": "glm",
+    "qwen2": "qwen2",
+    "mistral": "mistral",
 }
 # The config keys each family's PaddleNLP modeling reads its dropout probabilities from (3.0.0b4). Llama and
 # ChatGLM v1 build no dropout layers at all: a dropout asked of them is refused, not silently dropped.
@@ -125,6 +154,10 @@ DROPOUT_KEYS: dict[str, tuple[str, ...]] = {
     "chatglm": (),
     "chatglm2": ("hidden_dropout", "attention_dropout"),
     "glm": ("embedding_dropout_prob", "attention_dropout_prob", "output_dropout_prob"),
+    # qwen2: only scaled_dot_product_attention's F.dropout on the attention weights (the path without flash
+    # attention); mistral builds no dropout layer at all
+    "qwen2": ("attention_dropout",),
+    "mistral": (),
 }
 
 
@@ -152,8 +185,8 @@ class _Field(str):
     """A value of the config table filled from the model (see `_architecture`), not a constant."""
 
 
-_NAMES = "vocab hidden ffn layers heads kv_heads head_dim positions seq eps alibi tie".split()
-VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS, SEQ, EPS, ALIBI, TIE = map(_Field, _NAMES)
+_NAMES = "vocab hidden ffn layers heads kv_heads head_dim positions seq eps alibi tie rope_theta".split()
+VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS, SEQ, EPS, ALIBI, TIE, THETA = map(_Field, _NAMES)
 # Each family's PaddleNLP config keys (3.0.0b4 config classes), filled from the registry's architecture fields; the
 # other values are constants of that family's layout. tests/integration/test_model_configs.py builds every one.
 CONFIG_TABLE: dict[str, dict[str, Any]] = {
@@ -161,7 +194,7 @@ CONFIG_TABLE: dict[str, dict[str, Any]] = {
         "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
         "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
         "max_position_embeddings": POSITIONS, "seq_length": SEQ, "rms_norm_eps": EPS, "alibi": ALIBI,
-        "tie_word_embeddings": TIE,
+        "tie_word_embeddings": TIE, "rope_theta": THETA,
     },
     "qwen": {
         "architectures": ["QWenLMHeadModel"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
@@ -199,7 +232,39 @@ CONFIG_TABLE: dict[str, dict[str, Any]] = {
         "architectures": ["GLMForConditionalGeneration"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
         "num_layers": LAYERS, "num_attention_heads": HEADS, "max_sequence_length": POSITIONS, "layernorm_epsilon": EPS,
     },
+    # qwen2: Qwen2/Qwen2.5 (PaddleNLP's qwen2 modeling: q/k/v with bias, GQA, RMSNorm, SwiGLU)
+    "qwen2": {
+        "architectures": ["Qwen2ForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": FFN,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+        "max_position_embeddings": POSITIONS, "seq_length": SEQ, "rms_norm_eps": EPS, "tie_word_embeddings": TIE,
+        "rope_theta": THETA,
+    },
+    "mistral": {
+        "architectures": ["MistralForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
+        "intermediate_size": FFN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "max_position_embeddings": POSITIONS, "rms_norm_eps": EPS,
+        "tie_word_embeddings": TIE, "rope_theta": THETA,
+    },
 }  # fmt: skip
+# families whose PaddleNLP modeling reads a rope scaling (llama: LlamaAttention._init_rope); the qwen2 and mistral
+# modeling build a plain rotary table whatever the config says
+ROPE_SCALING_FAMILIES = ("llama",)
+
+
+def rope_scaling_config(scaling: RopeScaling) -> dict[str, Any]:
+    """The PaddleNLP llama config entries for a rope scaling (3.0.0b4: a `rope_scaling` dict with rope_type llama3,
+    else rope_scaling_type + rope_scaling_factor)."""
+    if scaling.type == "llama3":
+        return {
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": scaling.factor,
+                "low_freq_factor": scaling.low_freq_factor,
+                "high_freq_factor": scaling.high_freq_factor,
+                "original_max_position_embeddings": scaling.original_max_position_embeddings,
+            }
+        }
+    return {"rope_scaling_type": scaling.type, "rope_scaling_factor": scaling.factor}
 
 
 def _architecture(spec: ModelSpec, seq_len: int | None, from_scratch: bool) -> dict[str, Any]:
@@ -217,5 +282,10 @@ def _architecture(spec: ModelSpec, seq_len: int | None, from_scratch: bool) -> d
         EPS: spec.norm_eps,
         ALIBI: spec.position == "alibi",
         TIE: spec.tie_word_embeddings,
+        THETA: spec.rope_theta,
     }
-    return {k: fields[v] if isinstance(v, _Field) else v for k, v in CONFIG_TABLE[spec.family].items()}
+    out = {k: fields[v] if isinstance(v, _Field) else v for k, v in CONFIG_TABLE[spec.family].items()}
+    out = {k: v for k, v in out.items() if v is not None}  # unset: the config class's default (rope_theta 10000)
+    if spec.rope_scaling is not None and spec.family in ROPE_SCALING_FAMILIES:
+        out.update(rope_scaling_config(spec.rope_scaling))
+    return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from llmpt.models.registry import ModelSpec, paddlenlp_config
 
 # families with LayerNorm + biased 4h-style MLP (GPT-like) versus RMSNorm + gated MLP (LLaMA-like)
-GATED = {"llama", "qwen", "chatglm2"}
+GATED = {"llama", "qwen", "chatglm2", "qwen2", "mistral"}
 TIED_BY_CLASS = {"gpt", "bloom", "chatglm", "glm"}  # PaddleNLP's causal-LM class reuses the word embedding
 
 
@@ -70,8 +70,11 @@ def param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Pa
     h, f, v, q, kv = d.hidden, d.ffn, d.vocab, d.q_dim, d.kv_dim
     positions = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length") or 0
     fam = spec.family
-    if fam == "llama":
+    if fam in ("llama", "mistral"):
         mm, other, final = h * q + 2 * h * kv + q * h + 3 * h * f, 2 * h, h
+        pos = 0
+    elif fam == "qwen2":  # llama's layout plus biases on q, k and v
+        mm, other, final = h * q + 2 * h * kv + q * h + 3 * h * f, q + 2 * kv + 2 * h, h
         pos = 0
     elif fam == "qwen":
         mm, other, final = 3 * h * h + h * h + 3 * h * f, 3 * h + 2 * h, h
@@ -89,7 +92,8 @@ def param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Pa
             "chatglm": 0,  # 2-D rotary, no table
             "glm": (2 if cfg.get("block_position_encoding", True) else 1) * (positions + 1) * h,
         }[fam]
-    tied = fam in TIED_BY_CLASS  # OPT's class keeps its own head matrix whatever the config says
+    # OPT's class keeps its own head matrix whatever the config says; Qwen2ForCausalLM follows tie_word_embeddings
+    tied = fam in TIED_BY_CLASS or (fam == "qwen2" and bool(cfg.get("tie_word_embeddings")))
     return ParamGroups(
         embed=v * h,
         positions=pos,

@@ -15,6 +15,8 @@ CONFIG_CLASSES = {
     "chatglm": "ChatGLMConfig",
     "chatglm_v2": "ChatGLMv2Config",
     "glm": "GLMConfig",
+    "qwen2": "Qwen2Config",
+    "mistral": "MistralConfig",
 }
 
 

@@ -108,6 +108,8 @@ TINY = {
     "opt": "opt-tiny",
     "bloom": "bloom-tiny",
     "chatglm2": "chatglm2-tiny",
+    "qwen2": "qwen2-tiny",
+    "mistral": "mistral-tiny",
 }
 GRANULARITIES = ("full", "full_attn", "core_attn")
 

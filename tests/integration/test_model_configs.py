@@ -12,7 +12,9 @@ from llmpt.train.model_config import config_class
 
 transformers = pytest.importorskip("paddlenlp.transformers")
 
-COMMON = {"model_type", "architectures", "tie_word_embeddings"}  # PretrainedConfig's own
+# PretrainedConfig's own; rope_scaling (Llama-3.1) is no LlamaConfig parameter: PretrainedConfig keeps it as an
+# attribute, and LlamaAttention._init_rope reads it
+COMMON = {"model_type", "architectures", "tie_word_embeddings", "rope_scaling"}
 
 
 def _config(cfg: dict):
@@ -39,7 +41,18 @@ def test_config_dict_builds_the_real_config(model_id):
 
 
 # chatglm (v1) needs its 4-D attention mask and gMASK/BOS tokens, glm is untried on CPU: see ../shared/ENV.md
-TRAINABLE_TINY = ["llama-tiny", "baichuan-tiny", "qwen-tiny", "gpt-tiny", "opt-tiny", "bloom-tiny", "chatglm2-tiny"]
+TRAINABLE_TINY = [
+    "llama-tiny",
+    "baichuan-tiny",
+    "qwen-tiny",
+    "gpt-tiny",
+    "opt-tiny",
+    "bloom-tiny",
+    "chatglm2-tiny",
+    "llama3-tiny",
+    "qwen2-tiny",
+    "mistral-tiny",
+]
 
 
 @pytest.mark.paddle
@@ -62,6 +75,7 @@ def test_tiny_model_forward_gives_finite_loss(model_id):
 
 
 CAUSAL_CLASSES = {"glm": "GLMForConditionalGeneration"}  # the others: AutoModelForCausalLM
+ROTARY_BUFFERS = {"llama", "qwen2", "mistral"}
 
 
 @pytest.mark.paddle
@@ -79,6 +93,10 @@ def test_planner_parameter_count_is_paddlenlps(model_id):
     cfg = paddlenlp_config(spec, seq_len=2048)
     config = _config(cfg)
     config.seq_length = 2048
+    if cfg["model_type"] in ROTARY_BUFFERS:
+        # each layer computes a rotary cos/sin table of max_position_embeddings rows, a buffer, not a parameter:
+        # Llama-3.1-405B's 126 x 131072-row tables alone would take ~16 GB
+        config.max_position_embeddings = 2048
     cls = getattr(transformers, CAUSAL_CLASSES.get(cfg["model_type"], "AutoModelForCausalLM"))
     with no_init_weights(_enable=True), paddle.LazyGuard():
         model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)

@@ -54,15 +54,39 @@ def _seed_md() -> str | None:
     return None
 
 
+# rows after the seed's: families of the last two years, their cells from what the pinned modeling implements
+NEW_ROWS = {
+    "Llama-3": "✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
+    "Qwen2": "✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
+    "Mistral-7B": "✅ ✅ ❌ ❌ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ❌",
+}
+
+
 def test_matrix_equals_the_seed_table_cell_by_cell():
     m = load_matrix()
     assert [c.title for c in m.columns] == SEED_COLUMNS
     seed = _parse_table(SEED_MATRIX)
-    assert [r.name for r in m.rows] == list(seed)
-    for r in m.rows:
+    assert [r.name for r in m.rows] == list(seed) + list(NEW_ROWS)
+    for r in m.rows[: len(seed)]:
         for col, symbol in zip(m.columns, seed[r.name], strict=True):
             assert r.cells[col.key].status == SYMBOL_STATUS[symbol], (r.name, col.title)
             assert r.cells[col.key].source == "seed"
+    for r in m.rows[len(seed) :]:
+        for col, symbol in zip(m.columns, NEW_ROWS[r.name].split(), strict=True):
+            assert r.cells[col.key].status == SYMBOL_STATUS[symbol], (r.name, col.title)
+            assert r.cells[col.key].source.startswith("llmpt: PaddleNLP 3.0.0b4 ")
+
+
+def test_new_rows_claim_exactly_what_their_modeling_serves():
+    """A new row's ✅/❌ for tp, pp, sp, fa and sr is its family's modeling claim (pp = 1), never copied from a row."""
+    from llmpt.models.matrix import modeling_cell
+
+    m = load_matrix()
+    for name in NEW_ROWS:
+        row = m.row(name)
+        for col in ("tp", "pp", "sp", "fa", "sr"):
+            cell = modeling_cell(row, col)
+            assert (cell["status"] == "supported") == (row.cells[col].status == "supported"), (name, col, cell)
 
 
 def test_transcription_matches_shared_seed_when_present():
@@ -118,7 +142,9 @@ def test_every_alias_resolves_to_its_model_and_every_model_has_a_matrix_row():
 
 def test_each_family_has_a_tiny_variant():
     tiny = {m.family for m in all_models() if m.id.endswith("-tiny")}
-    assert tiny == {"llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm"}
+    assert tiny == {"llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm", "qwen2", "mistral"}
+    rows = {m.matrix_row for m in all_models() if m.id.endswith("-tiny")}
+    assert {"Llama-3", "Qwen2", "Mistral-7B"} <= rows
 
 
 def test_unknown_model_suggests():
