@@ -254,8 +254,6 @@ def run_node(
     launcher_host = host or (master.rpartition(":")[0] if master and not node_rank else None)
     if launcher_host:
         os.environ["POD_IP"] = launcher_host
-    if ports is not None:
-        os.environ.update(ports.env())  # the store ports checked above, not the launcher's random ones
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure
         start = f"from {Path(cfg.resume_from).name}" if cfg.resume_from else "from step 0"
         err_console.print(

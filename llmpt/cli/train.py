@@ -41,9 +41,10 @@ def train(
     """Pretrain MODEL with a strategy: real PaddleNLP training on every rank through paddle.distributed.launch."""
     from llmpt.cli.progress import progress_printer
     from llmpt.interop.convert import prepare_init_weights
-    from llmpt.launch.command import format_command, run_launch_command
+    from llmpt.launch.command import RunPorts, check_ports_free, format_command, run_launch_command
     from llmpt.launch.state import nothing_left
     from llmpt.launch.supervise import check_devices_here, prepare_output_dir, run_training
+    from llmpt.launch.trust import pickle_warnings
     from llmpt.resolve import RunRequest, resolve_run
     from llmpt.run_dir import RunDir
 
@@ -68,9 +69,13 @@ def train(
             err_console.print(f"{done} (raise --max-steps to train on)", highlight=False, soft_wrap=True)
         return
     check_devices_here(cfg)
+    if cfg.master:  # every port this node will open, free before the first write (run-node checks the same)
+        check_ports_free(cfg.master, RunPorts(int(cfg.master.rpartition(":")[2])).opened_on(cfg.node_rank))
     prepare_output_dir(cfg, overwrite=overwrite)
     prepare_init_weights(cfg.model.init_source, cfg.model.family)  # a Hugging Face --init-from, converted once
     if not json_out:  # --json: stderr is left to the one llmpt.error/1 object of a failure (notes: run.yaml)
+        for w in pickle_warnings(cfg):  # before anything is loaded
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
         for n in cfg.notes:
             err_console.print(f"[dim]note:[/] {n}", highlight=False, soft_wrap=True)
         for w in cfg.data.repeat_warnings():

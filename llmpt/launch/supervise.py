@@ -22,7 +22,7 @@ from llmpt import schemas
 from llmpt.errors import LlmptError, Preempted
 from llmpt.fsutil import check_writable, probe_writable, why_unwritable
 from llmpt.launch.checkpoints import checkpoints, is_complete
-from llmpt.launch.command import RANK_ENTRY, run_launch_command
+from llmpt.launch.command import RANK_ENTRY, RunPorts, run_launch_command
 from llmpt.launch.hang import HangWatch, local_rank_pids
 from llmpt.launch.state import write_state
 from llmpt.launch.summary import plot_losses, read_metrics, summarize
@@ -208,6 +208,8 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
     log_dir.mkdir(parents=True, exist_ok=True)
     cmd = run_launch_command(cfg)
     env = dict(os.environ)
+    if cfg.master:  # the store and group-store ports derived from --master's (checked free before the first write)
+        env.update(RunPorts(int(cfg.master.rpartition(":")[2])).env())
     metrics = run.metrics
     steps = {"max_steps": cfg.train.max_steps, "node_rank": cfg.node_rank or 0}
     write_state(out, STATE_RUNNING, **steps)
