@@ -175,7 +175,7 @@ def _llama_to_hf(c: dict[str, Any], tied: bool) -> dict[str, Any]:
         "max_position_embeddings": c["max_position_embeddings"],
         "rms_norm_eps": _get(c, "rms_norm_eps", 1e-6),
         "rope_theta": _get(c, "rope_theta", 10000.0),
-        "rope_scaling": None,
+        "rope_scaling": _llama3_scaling(c.get("rope_scaling")),
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
@@ -185,9 +185,27 @@ def _llama_to_hf(c: dict[str, Any], tied: bool) -> dict[str, Any]:
     }
 
 
+LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _llama3_scaling(scaling: Any) -> dict[str, Any] | None:
+    """Llama-3.1's rope_scaling, the same dict in both layouts (PaddleNLP 3.0.0b4's LlamaAttention._init_rope reads
+    rope_type llama3 and these four keys); None for none; ConversionRefused for any other scaling, whose
+    equations llmpt has not checked against Hugging Face's."""
+    if scaling is None:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    if kind != "llama3" or any(not isinstance(scaling.get(k), (int, float)) for k in LLAMA3_SCALING_KEYS):
+        raise ConversionRefused(
+            f"config.json rope_scaling {scaling!r}: only None or Llama-3.1's llama3 scaling (factor, "
+            "low/high_freq_factor, original_max_position_embeddings) converts"
+        )
+    return {"rope_type": "llama3", **{k: scaling[k] for k in LLAMA3_SCALING_KEYS}}
+
+
 def _llama_from_hf(h: dict[str, Any]) -> dict[str, Any]:
     _refuse_unless(h, "hidden_act", ("silu",), "silu", "PaddleNLP's llama MLP is SwiGLU")
-    _refuse_unless(h, "rope_scaling", (None,), None, "PaddleNLP 3.0.0b4's llama does not implement it")
+    scaling = _llama3_scaling(h.get("rope_scaling"))
     _refuse_unless(h, "attention_bias", (False,), False, "PaddleNLP's llama projections have no bias")
     _refuse_unless(h, "mlp_bias", (False,), False, "PaddleNLP's llama MLP has no bias")
     heads = h["num_attention_heads"]
@@ -204,6 +222,7 @@ def _llama_from_hf(h: dict[str, Any]) -> dict[str, Any]:
         "max_position_embeddings": _get(h, "max_position_embeddings", 2048),
         "rms_norm_eps": _get(h, "rms_norm_eps", 1e-6),
         "rope_theta": _get(h, "rope_theta", 10000.0),
+        **({"rope_scaling": scaling} if scaling else {}),
         "alibi": False,
         "tie_word_embeddings": bool(h.get("tie_word_embeddings", False)),
         "initializer_range": _get(h, "initializer_range", 0.02),

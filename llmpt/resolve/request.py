@@ -8,15 +8,17 @@ other here too (warm-up vs run length, floor vs peak learning rate, cadences vs 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmpt.errors import ConfigError, LlmptError
-from llmpt.models.registry import ModelSpec
+from llmpt.models.registry import ROPE_SCALING_FAMILIES, ModelSpec, RopeScaling, rope_scaling_config
 from llmpt.overrides import (
     Leaf,
     Origin,
@@ -83,6 +85,18 @@ def _training_args_section() -> Section:
     )
 
 
+class ModelSettings(BaseModel):
+    """What a run may change of the model: only what leaves its weights as they are (the architecture is the MODEL
+    argument's, its weights --init-from's, its dropout train.dropout)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rope_scaling: RopeScaling = Field(
+        description="Rotary position scaling for a longer context than the model was trained on (llama only, as "
+        "PaddleNLP implements it); over the model's own (Llama-3.1: llama3, factor 8), key by key"
+    )
+
+
 # What each section of --config / --set may hold: the pydantic schema of the section it fills.
 SCHEMA = Section(
     (),
@@ -107,11 +121,15 @@ SCHEMA = Section(
                 "manifests": "they are read from the prepared data",
             },
         ),
-        "model": Section(
+        "model": Section.of_model(
+            ModelSettings,
             ("model",),
-            {},
-            closed="nothing under model: is settable: the model is the MODEL argument (llmpt models show MODEL), "
-            "its weights --init-from, its dropout train.dropout",
+            elsewhere={
+                "id": "the model is the MODEL argument (llmpt models show MODEL)",
+                "config": "the architecture is the model's (llmpt models show MODEL) or its --init-from config.json",
+                "init_from": "its weights are --init-from",
+                "dropout": "its dropout is train.dropout",
+            },
         ),
         "seq_len": Leaf(Annotated[int, Ge(8)]),
         "training_args": _training_args_section(),
@@ -330,26 +348,120 @@ def device_of(req: RunRequest) -> str:
 
 def seq_len_of(req: RunRequest, layers: Layers, spec: ModelSpec) -> int:
     """--seq-len, else the config file's, else 128 for tiny models and the seed's 4096 for real ones; with
-    --init-from, no longer than a learned position table of the checkpoint allows (LEARNED_POSITIONS)."""
+    --init-from, no longer than the checkpoint's positions: a learned table (LEARNED_POSITIONS) always, rotary
+    positions (TRAINED_ROTARY) unless a rope scaling is set (model.rope_scaling)."""
     s = layers.setting("seq_len")
-    bound = _checkpoint_positions(req.init_from, spec.family) if req.init_from else None
+    scaling = rope_scaling_of(layers, spec)  # a scaling the family has no path for is refused here
+    learned = _checkpoint_positions(req.init_from, spec.family) if req.init_from else None
+    rotary = None
+    if req.init_from and learned is None and scaling is None and spec.position == "rope":
+        rotary = _checkpoint_positions(req.init_from, spec.family, TRAINED_ROTARY)
+    bound = learned if learned is not None else rotary
     if s is None:
         value = TINY_SEQ_LEN if spec.id.endswith("-tiny") else DEFAULT_SEQ_LEN
         if bound is not None and value > bound:
+            what = "learned positions" if learned is not None else "trained rotary positions"
             note = (
-                f"seq_len {bound}: the --init-from checkpoint's {bound} learned positions ({spec.family}), "
-                f"not the default {value}"
+                f"seq_len {bound}: the --init-from checkpoint's {bound} {what} ({spec.family}), not the default "
+                f"{value}" + ("" if learned is not None else " (set model.rope_scaling for a longer context)")
             )
             if note not in layers.notes:
                 layers.notes.append(note)
             return bound
         return value
-    if bound is not None and s.value > bound:
+    if learned is not None and s.value > learned:
         raise ConfigError(
-            f"{s.show(('seq_len',))}: longer than the {bound} positions of the --init-from checkpoint; allowed: "
-            f"8..{bound} ({spec.family} learns one embedding per position, so PaddleNLP cannot extend them)"
+            f"{s.show(('seq_len',))}: longer than the {learned} positions of the --init-from checkpoint; allowed: "
+            f"8..{learned} ({spec.family} learns one embedding per position, so PaddleNLP cannot extend them)"
+        )
+    if rotary is not None and s.value > rotary:
+        raise ConfigError(
+            f"{s.show(('seq_len',))}: longer than the {rotary} positions the --init-from checkpoint was trained "
+            f"on; allowed: 8..{rotary}, or a longer context with a rope scaling ({spec.family}'s rotary positions "
+            f"past {rotary} were never trained)",
+            _scaling_hint(spec, s.value, rotary),
         )
     return s.value
+
+
+def _scaling_hint(spec: ModelSpec, seq_len: int, positions: int) -> str:
+    if spec.family not in ROPE_SCALING_FAMILIES:
+        return f"PaddleNLP's {spec.family} modeling implements no rope scaling: use --seq-len {positions} or less"
+    factor = -(-seq_len // positions)
+    return (
+        f"e.g. --set model.rope_scaling.type=linear --set model.rope_scaling.factor={factor}, or "
+        f"--set model.rope_scaling.type=llama3 --set model.rope_scaling.factor={factor} "
+        f"(original_max_position_embeddings {positions}); or --seq-len {positions}"
+    )
+
+
+def rope_scaling_of(layers: Layers, spec: ModelSpec, positions: int | None = None) -> RopeScaling | None:
+    """The rope scaling the user set (model.rope_scaling.*), over the model's own key by key when of the same type;
+    None when none is set. Refused (ConfigError, naming the key as given) for a family whose modeling has no rope
+    scaling, or a scaling that is not whole. llama3's original_max_position_embeddings defaults to `positions` (the
+    checkpoint's) or the model's."""
+    given = layers.section("model").get("rope_scaling")
+    if not given:
+        return None
+    first = next(p for p in layers.settings if p[:2] == ("model", "rope_scaling"))
+    said = layers.settings[first].show(first)
+    if spec.family not in ROPE_SCALING_FAMILIES:
+        raise ConfigError(
+            f"{said}: PaddleNLP's {spec.family} modeling has no rope scaling ({spec.id} builds a plain rotary "
+            "table whatever its config says)",
+            "leave model.rope_scaling unset for this model",
+        )
+    own = spec.rope_scaling
+    base = own.model_dump() if own is not None and given.get("type", own.type) == own.type else {}
+    values = {**base, **given}
+    if values.get("type") == "llama3" and values.get("original_max_position_embeddings") is None:
+        values["original_max_position_embeddings"] = positions or spec.max_position_embeddings
+    try:
+        return RopeScaling.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        what = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            what = f"needs model.rope_scaling.{err['loc'][0]}"
+            if err["loc"][0] == "type":
+                what += " (llama3, linear, ntk or dynamic_ntk)"
+        raise ConfigError(f"{said}: {what}") from None
+
+
+def apply_model_settings(
+    spec: ModelSpec, config: dict[str, Any], seq_len: int, layers: Layers, init_from: bool
+) -> list[str]:
+    """Carry model.rope_scaling into the PaddleNLP config (in place) with the rotary table long enough for the
+    sequence; a checkpoint's computed table raised to the sequence length (COMPUTED_POSITIONS). The notes to show."""
+    notes: list[str] = []
+    positions = config.get("max_position_embeddings")
+    scaling = rope_scaling_of(layers, spec, positions if init_from else None)
+    if scaling is not None:
+        for key in ("rope_scaling", "rope_scaling_type", "rope_scaling_factor"):
+            config.pop(key, None)
+        config.update(rope_scaling_config(scaling))
+        # the table each scaling builds (llama/modeling.py): llama3 and dynamic_ntk max_position_embeddings rows
+        # (dynamic_ntk rescales past them by itself), linear and ntk max_position_embeddings x factor
+        if scaling.type == "llama3":
+            need = seq_len
+        elif scaling.type == "dynamic_ntk":
+            need = 0
+        else:
+            need = math.ceil(seq_len / scaling.factor)
+        if isinstance(positions, int) and need > positions:
+            config["max_position_embeddings"] = need
+        notes.append(
+            f"model.rope_scaling: {scaling.type}, factor {scaling.factor:g}"
+            + (
+                f", original_max_position_embeddings {scaling.original_max_position_embeddings}"
+                if scaling.type == "llama3"
+                else ""
+            )
+            + f" ({spec.family}'s rotary table: {config.get('max_position_embeddings')} positions)"
+        )
+    elif init_from and (note := extend_positions(spec.family, config, seq_len)):
+        notes.append(note)
+    return notes
 
 
 # How a checkpoint's positions bound the sequence length of continued pretraining (--init-from), per family, as
@@ -366,12 +478,19 @@ def seq_len_of(req: RunRequest, layers: Layers, spec: ModelSpec) -> int:
 # tests/integration/test_positions.py checks each line against the modeling on tiny CPU models.
 LEARNED_POSITIONS = {"gpt": "max_position_embeddings", "opt": "max_position_embeddings"}
 COMPUTED_POSITIONS = {"llama": "max_position_embeddings"}
+# Continued pretraining past the positions released weights were trained on: the rotary tables of llama (rope; not
+# Baichuan's ALiBi), qwen2 and mistral compute any position, but positions past the checkpoint's
+# max_position_embeddings were never trained, and a pretraining user continuing a 4k model at 16k expects to be told,
+# not a silent extrapolation: refused unless model.rope_scaling is set (llama: PaddleNLP's rope scaling; qwen2 and
+# mistral have none, so the sequence must fit). From scratch the positions are the run's own: no bound.
+TRAINED_ROTARY = {"llama": "max_position_embeddings", "qwen2": "max_position_embeddings",
+                  "mistral": "max_position_embeddings"}  # fmt: skip
 
 
-def _checkpoint_positions(init_from: str, family: str) -> int | None:
-    """The learned positions of a --init-from checkpoint (None: not a learned-position family, or no readable
-    config.json there; the run refuses the latter with its own message)."""
-    key = LEARNED_POSITIONS.get(family)
+def _checkpoint_positions(init_from: str, family: str, table: dict[str, str] = LEARNED_POSITIONS) -> int | None:
+    """The positions of a --init-from checkpoint that bound its sequence length (None: not a family of `table`, or
+    no readable config.json there; the run refuses the latter with its own message)."""
+    key = table.get(family)
     if key is None:
         return None
     from llmpt.interop.source import positions_config  # a Hugging Face config says it in its own words (n_positions)

@@ -20,7 +20,7 @@ from llmpt.models.registry import (
     paddlenlp_config,
 )
 from llmpt.resolve.layout import Plan, check_fits, check_layout, estimated
-from llmpt.resolve.request import RunRequest, check_split_documents, extend_positions, read_layers
+from llmpt.resolve.request import RunRequest, apply_model_settings, check_split_documents, read_layers
 from llmpt.resolve.resume import check_resume
 from llmpt.run_config import DataSection, ModelSection, RunConfig
 from llmpt.strategies.expand import run_training_args
@@ -40,8 +40,7 @@ def resolve_run(req: RunRequest) -> RunConfig:
         )
     init = find_init(req.init_from, spec) if req.init_from else None  # llmpt/interop/source.py: found and checked
     model_cfg = dict(init.paddle_config) if init else paddlenlp_config(spec, plan.seq_len)
-    if req.init_from and (note := extend_positions(spec.family, model_cfg, plan.seq_len)):
-        layers.notes.append(note)
+    layers.notes.extend(apply_model_settings(spec, model_cfg, plan.seq_len, layers, bool(req.init_from)))
     try:
         model_cfg.update(dropout_config(spec, train.dropout))
     except ModelError as e:  # said with the dropout as the user gave it (--set train.dropout=0.1, a file's key)

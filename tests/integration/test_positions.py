@@ -1,8 +1,9 @@
 """The position rule of continued pretraining (llmpt/resolve/request.py LEARNED_POSITIONS / COMPUTED_POSITIONS),
 checked against PaddleNLP's modeling: tiny CPU models built with 16 positions, configured as the rank does
 (config.seq_length = the sequence length) and fed 32 tokens. A learned table cannot take them (llmpt refuses); llama's
-computed rotary table gives wrong positions past its end until its config is raised (llmpt raises it: same weights,
-the first 16 positions unchanged); chatglm2, qwen and bloom need nothing."""
+computed rotary table gives wrong positions past its end until its config is raised (same weights, the first 16
+positions unchanged; llmpt raises it for ALiBi llamas and under model.rope_scaling, and refuses a rope llama's
+longer sequence without one: tests/unit/test_long_context.py); chatglm2, qwen and bloom need nothing."""
 
 from __future__ import annotations
 

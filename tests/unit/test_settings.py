@@ -135,8 +135,9 @@ def test_a_misspelt_key_is_refused_with_the_key_it_resembles(path):
         ("strategy.name=tp2", ["--set strategy.name: the strategy is --strategy"]),
         ("data.seq_len=256", ["--set data.seq_len:", "top-level seq_len (or --seq-len)"]),
         ("data.tokenizer_dir=/x", ["--set data.tokenizer_dir:", "manifest"]),
-        ("model.hidden_size=64", ["--set model.hidden_size: nothing under model: is settable", "MODEL argument"]),
-        ("model=llama-7b", ["--set model: nothing under model: is settable", "MODEL argument"]),
+        ("model.hidden_size=64", ["unknown key 'model.hidden_size'", "allowed under model: rope_scaling"]),
+        ("model.id=llama-7b", ["--set model.id: the model is the MODEL argument"]),
+        ("model=llama-7b", ["--set: model: expected a mapping of keys to values (got llama-7b)", "rope_scaling"]),
         ("train=5", ["--set: train: expected a mapping of keys to values (got 5)", "max_steps"]),
     ],
 )
@@ -414,11 +415,27 @@ def test_learned_positions_bound_the_sequence_length_of_continued_pretraining(cl
     assert dry_run(cli, prefix, "gpt-tiny", "--seq-len", "256")["model"]["config"]["max_position_embeddings"] >= 256
 
 
-def test_computed_rotary_positions_are_raised_for_continued_pretraining(cli, prefix, tmp_path):
+def test_trained_rotary_positions_bound_continued_pretraining_unless_a_rope_scaling_is_set(cli, prefix, tmp_path):
     init = checkpoint(tmp_path, "llama-tiny", max_position_embeddings=64)
-    ry = dry_run(cli, prefix, "llama-tiny", "--init-from", init, "--seq-len", "128")
-    assert ry["model"]["config"]["max_position_embeddings"] == 128
-    assert any("max_position_embeddings 64 -> 128" in n for n in ry["notes"])
+    r = cli("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--data", prefix, "--dry-run",
+            "--init-from", init, "--seq-len", "128", "-o", tmp_path / "run")  # fmt: skip
+    assert r.exit_code == 2 and not (tmp_path / "run").exists()
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(
+        "error: --seq-len 128: longer than the 64 positions the --init-from checkpoint was trained on; allowed: "
+        "8..64, or a longer context with a rope scaling (llama's rotary positions past 64 were never trained); hint: "
+    )
+    assert "--set model.rope_scaling.type=linear --set model.rope_scaling.factor=2" in line
+    ry = dry_run(cli, prefix, "llama-tiny", "--init-from", init)  # the default 128 yields to the checkpoint's 64
+    assert ry["data"]["seq_len"] == 64 and any("64 trained rotary positions" in n for n in ry["notes"])
+    scaled = ("--set", "model.rope_scaling.type=llama3", "--set", "model.rope_scaling.factor=2")
+    ry = dry_run(cli, prefix, "llama-tiny", "--init-from", init, "--seq-len", "128", *scaled)
+    assert ry["model"]["config"]["max_position_embeddings"] == 128  # the llama3 table covers the sequence
+    assert ry["model"]["config"]["rope_scaling"] == {
+        "rope_type": "llama3", "factor": 2.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64}  # fmt: skip
+    # from scratch the positions are the run's own: no bound, the table grows to the sequence
+    assert dry_run(cli, prefix, "llama-tiny", "--seq-len", "1024")["model"]["config"]["max_position_embeddings"] == 1024
 
 
 def test_a_seed_numpy_cannot_take_is_refused_as_given():
