@@ -84,6 +84,11 @@ class HangWatch:
                 found[RunDir.rank_of(p)] = json.loads(p.read_text())
         return found
 
+    def training_started(self) -> bool:
+        """Whether a rank of this node has reported that training began (so a preemption can wait for its step)."""
+        pids = dict(local_rank_pids(self.run.root))
+        return any(r in pids and p.get("phase") in _TIMED for r, p in self._progress().items())
+
     def check(self) -> Hang | None:
         """A Hang when a rank of this node has made no progress for longer than the timeout since training began."""
         if self.timeout_s <= 0:

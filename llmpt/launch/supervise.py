@@ -244,6 +244,10 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
                         f"see {RunDir.worker_log(log_dir, rank)} ; continue from the last complete checkpoint "
                         "with --resume",
                     )
+                if preempt.signal is not None and not hangs.training_started():
+                    # nothing to save yet (the ranks load, or wait for their peers): stop now, not after a step
+                    _stop(proc, out)
+                    _end_preempted(cfg, run, {}, preempt.signal, steps)
                 if polls % 10 == 0 and (hang := hangs.check()) is not None:
                     hangs.dump_stacks()
                     _stop(proc, out)
@@ -345,7 +349,7 @@ def _end_preempted(cfg: RunConfig, run: RunDir, stopped: dict[str, str], signame
     kept = f"the newest complete checkpoint is checkpoint-{newest}" if newest else "no checkpoint was saved yet"
     write_state(run.root, STATE_PREEMPTED, **steps, step=newest, signal=signame)
     raise Preempted(
-        f"{signame}: the ranks stopped before they could save this step ({kept}; {run.root})",
+        f"{signame}: every rank stopped before it could save a step of this attempt ({kept}; {run.root})",
         "continue with --resume" if newest else "start it again (without --resume)",
     )
 

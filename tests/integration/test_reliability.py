@@ -325,3 +325,30 @@ def test_a_finished_run_stays_finished_unless_max_steps_is_raised(llmpt, tmp_pat
     assert printed == [21, 23, 25], more.stderr
     state = json.loads((out / "state.json").read_text())
     assert (state["state"], state["step"]) == ("finished", 25), state
+
+
+def test_preemption_before_training_starts_stops_at_once(llmpt, tmp_path):
+    """A node whose peer never comes (its ranks wait in the rendezvous) has nothing to save: SIGTERM stops it now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    proc = llmpt.start(
+        "train", *COMMON, "--json", "-o", out, "--gpus", "1", "--nnodes", "2", "--master", f"127.0.0.1:{port}",
+        "--node-rank", "0",
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not launcher_processes(out):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    end = the_error(err)
+    assert proc.returncode == 75 and time.time() - t0 < 15, err
+    assert end["error"].startswith("SIGTERM: every rank stopped before it could save a step of this attempt"), err
+    assert json.loads((out / "state.json").read_text())["state"] == "preempted"
+    none_left_within(out, 10)
