@@ -15,6 +15,7 @@ PLAN = "llmpt.plan/1"  # plan: model, strategy, degrees, …, command, estimate
 DRY_RUN = "llmpt.dry-run/1"  # train --dry-run: {command, run_yaml_path, run_config}
 RUN_SUMMARY = "llmpt.run-summary/1"  # train, run-node on node 0; also <output_dir>/summary.json
 NOTHING_TO_TRAIN = "llmpt.nothing-to-train/1"  # train/run-node --resume of a finished run: {output_dir, why}
+TUNE = "llmpt.tune/1"  # tune: {model, gpus, …, candidates: [{strategy, set, tokens_per_card_per_sec, …}], min_gpus}
 STATUS = "llmpt.status/1"  # status RUN_DIR: {state, step, max_steps, last_loss, ranks, checkpoints, …}
 NODE_SUMMARY = "llmpt.node-summary/1"  # run-node on another node: {node_rank, ranks_finished, summary}
 PREPARE_DATA = "llmpt.prepare-data/1"  # prepare-data: documents, tokens, output_prefix, …
@@ -26,5 +27,5 @@ ERROR = "llmpt.error/1"  # any command's refusal or failure with --json, on stde
 
 ALL = (
     PRESETS, STRATEGY, STRATEGY_CHECK, MODELS, MODEL, MATRIX, PLAN, DRY_RUN, RUN_SUMMARY, NODE_SUMMARY,
-    PREPARE_DATA, REHEARSAL, DOCTOR, LAUNCH_SCRIPT, EXPORT, ERROR, NOTHING_TO_TRAIN, STATUS,
+    PREPARE_DATA, REHEARSAL, DOCTOR, LAUNCH_SCRIPT, EXPORT, ERROR, NOTHING_TO_TRAIN, STATUS, TUNE,
 )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmpt import __version__
-from llmpt.cli import cluster, data, doctor, export, matrix, models, plan, presets, rehearse, status, train
+from llmpt.cli import cluster, data, doctor, export, matrix, models, plan, presets, rehearse, status, train, tune
 from llmpt.cli._common import LlmptGroup, console
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("launch-script")(cluster.launch_script)
 app.command("run-node")(cluster.run_node)
 app.command("export")(export.export)
 app.command("status")(status.status)
+app.command("tune")(tune.tune)
 
 
 def _version(value: bool) -> None:

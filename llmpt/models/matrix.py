@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from llmpt.errors import ModelError, StrategyError
+from llmpt.fsutil import load_shipped_yaml
 from llmpt.models.registry import ModelSpec
 from llmpt.strategies.parallel_dims import ParallelDims
 from llmpt.strategies.schema import KernelConfig, RecomputeConfig, Strategy
@@ -69,7 +68,7 @@ class Matrix:
 
 @lru_cache(maxsize=1)
 def load_matrix() -> Matrix:
-    data = yaml.safe_load(MATRIX_PATH.read_text(encoding="utf-8"))
+    data = load_shipped_yaml(MATRIX_PATH)
     columns = tuple(Column(**c) for c in data["columns"])
     rows = []
     for r in data["rows"]:
@@ -216,7 +215,7 @@ def _claim(family: str, key: str, raw: dict) -> Claim:
 
 @lru_cache(maxsize=1)
 def load_families() -> Families:
-    data = yaml.safe_load(FAMILIES_PATH.read_text(encoding="utf-8"))
+    data = load_shipped_yaml(FAMILIES_PATH)
     caps = {k: Capability(key=k, **v) for k, v in data["capabilities"].items()}
     if tuple(caps) != CAPABILITY_KEYS:
         raise RuntimeError(f"families.yaml: capabilities must be {CAPABILITY_KEYS}")

@@ -7,10 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmpt.errors import ModelError
+from llmpt.fsutil import load_shipped_yaml
 
 REGISTRY_PATH = Path(__file__).with_name("registry.yaml")
 
@@ -90,7 +90,7 @@ def normalize(name: str) -> str:
 @lru_cache(maxsize=1)
 def load_registry() -> tuple[tuple[ModelSpec, ...], dict[str, ModelSpec]]:
     """All models, and an index from every normalised id, alias and id tail (after the '/') to its model."""
-    data = yaml.safe_load(REGISTRY_PATH.read_text(encoding="utf-8"))
+    data = load_shipped_yaml(REGISTRY_PATH)
     models = tuple(ModelSpec.model_validate(m) for m in data["models"])
     index: dict[str, ModelSpec] = {}
     for m in models:

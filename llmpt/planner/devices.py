@@ -9,10 +9,10 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmpt.errors import LlmptError
+from llmpt.fsutil import load_shipped_yaml
 
 DEVICES_PATH = Path(__file__).with_name("devices.yaml")
 
@@ -36,7 +36,7 @@ def _key(name: str) -> str:
 
 @lru_cache(maxsize=1)
 def all_devices() -> tuple[Device, ...]:
-    data = yaml.safe_load(DEVICES_PATH.read_text(encoding="utf-8"))
+    data = load_shipped_yaml(DEVICES_PATH)
     return tuple(Device.model_validate(d) for d in data["devices"])
 
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
+from llmpt.fsutil import load_shipped_yaml
 from llmpt.planner.devices import resolve_device
 from llmpt.planner.estimate import Estimate, Layout, estimate
 
@@ -28,7 +27,7 @@ class SeedRow:
 
 @lru_cache(maxsize=1)
 def seed_table() -> tuple[dict, tuple[SeedRow, ...]]:
-    data = yaml.safe_load(SEED_TABLE.read_text(encoding="utf-8"))
+    data = load_shipped_yaml(SEED_TABLE)
     rows = tuple(SeedRow(**r) for r in data.pop("rows"))
     return data, rows
 

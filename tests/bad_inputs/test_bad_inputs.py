@@ -52,7 +52,7 @@ def command_of(argv: list[str]) -> str:
 EVERY_COMMAND = {
     "presets list", "presets show", "presets validate", "models list", "models show", "plan", "matrix",
     "matrix --verify", "prepare-data", "train", "rehearse", "doctor", "launch-script", "run-node", "export",
-    "status",
+    "status", "tune",
 }  # fmt: skip
 
 
