@@ -41,7 +41,6 @@ def tune(
     from llmpt.planner.tune import rank
     from llmpt.resolve import RunRequest, resolve_plan
     from llmpt.resolve.layout import replay_sets
-    from llmpt.resolve.request import seq_len_of
 
     t0 = time.perf_counter()
     spec = resolve_model(model)
@@ -52,14 +51,13 @@ def tune(
         raise LlmptError(f"--top {top}: must be >= 1")
     world = per_node * nnodes
     device = resolve_device(device_type or ASSUMED_DEVICE)
-    seq = seq_len or (128 if spec.id.endswith("-tiny") else 4096)
+    seq = seq_len or (128 if spec.id.endswith("-tiny") else 4096)  # the CLI's default (llmpt/cli/options.py SEQ_LEN)
     tokens = global_batch or SEED_GLOBAL_TOKENS
     if tokens % seq or tokens < seq:
         raise LlmptError(
             f"--global-batch {tokens}: not a whole number of {seq}-token sequences",
             f"pass a multiple of --seq-len {seq}, e.g. {max(1, tokens // seq) * seq}",
         )
-    del seq_len_of  # the CLI's default sequence length is restated above for one model without a request
     base_plan = resolve_plan(
         RunRequest(model=spec, strategy=f"dp{world}" if world > 1 else "dp1", gpus=gpus, nnodes=nnodes,
                    seq_len=seq, device="gpu", device_type=device.name, local=False,
@@ -92,7 +90,7 @@ def tune(
         "seconds": None,
     }
     if not picked:
-        found = fewest_devices(base, device, device.memory_mb - (device.memory_mb - base_plan.estimate.capacity_mb))
+        found = fewest_devices(base, device, base_plan.estimate.capacity_mb)
         doc["min_gpus"] = found[0] if found else None
     doc["seconds"] = round(time.perf_counter() - t0, 2)
     if json_out:
