@@ -124,12 +124,28 @@ def padded_vocab(vocab_size: int, multiple: int = VOCAB_PAD_MULTIPLE) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
-# families whose PaddleNLP causal-LM class cannot pretrain on plain token windows (measured, see README)
-NOT_TRAINABLE: dict[str, str] = {
-    "chatglm": "PaddleNLP's ChatGLM (v1) needs a 4-D attention mask and gMASK/BOS tokens in every sample, which "
-    "the causal pretraining dataset does not produce",
-    "glm": "PaddleNLP has no causal-LM class for GLM (only GLMForConditionalGeneration)",
+# families llmpt train refuses, with the measured reason (see README): none today. ChatGLM v1 and GLM train on
+# their generation layout (llmpt/train/inputs.py).
+NOT_TRAINABLE: dict[str, str] = {}
+# The special tokens each family's training layout puts in every sample (llmpt/train/inputs.py), by the config key
+# that holds the id.
+ADDED_TOKENS: dict[str, tuple[str, ...]] = {
+    "chatglm": ("gmask_token_id", "bos_token_id"),
+    "glm": ("gmask_token_id", "bos_token_id"),
 }
+
+
+def added_token_ids(family: str, tokenizer_vocab: int, config: dict[str, Any]) -> dict[str, int]:
+    """The ids of the family's ADDED_TOKENS: a checkpoint's own where its config has them inside its vocabulary
+    (ChatGLM-6B: [gMASK] 130001, <sop> 130004); else the first ids after the data tokenizer's vocabulary, which
+    the tokenizer never produces, so no text token is mistaken for one (the modeling finds the context's end as the
+    first BOS). The caller sizes the vocabulary to hold them (padded_vocab(tokenizer_vocab + len(ids)))."""
+    keys = ADDED_TOKENS.get(family, ())
+    if keys and all(0 <= config.get(k, -1) < config["vocab_size"] for k in keys):
+        return {k: config[k] for k in keys}
+    return {k: tokenizer_vocab + i for i, k in enumerate(keys)}
+
+
 # PaddleNLP's model_type (its config.json and AutoConfig name) of each family
 MODEL_TYPE: dict[str, str] = {
     "llama": "llama",

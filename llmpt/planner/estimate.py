@@ -37,6 +37,17 @@ RESERVE_MB_GPU = 3072.0
 INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
 LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth
 GEMM_HALF_TOKENS = 128  # tokens per micro batch at which matmuls run at half their large-batch efficiency
+# Optimizer offload (sharding stage 2/3 with offload: Paddle's group-sharded optimizer keeps master weights and
+# moments in host memory and updates them there, synchronously, after the gradients). No seed row offloads: both
+# numbers are stated assumptions, not fits. PCIe 4.0 x16 carries 32 GB/s each way nominal (PCI-SIG), ~25 achieved.
+OFFLOAD_PCIE_GBS = 25.0
+# Host memory traffic of the CPU AdamW update, per card: a two-socket host's DRAM (2 x 8 channels of DDR4-3200,
+# 409.6 GB/s nominal, about half achieved) shared by 8 cards is ~25 GB/s each; Paddle's CPU AdamW kernel is not the
+# vectorised CPU-Adam of ZeRO-Offload (Ren et al. 2021), so 10 GB/s per card is assumed.
+OFFLOAD_HOST_GBS = 10.0
+# bytes the host update touches per parameter: fp32 gradient read (4), master weight, first and second moment read
+# and written (3 x 8), the bf16/fp16 weight written back (2)
+OFFLOAD_HOST_BYTES = 4 + 3 * 8 + 2
 
 
 @dataclass(frozen=True)
@@ -284,8 +295,20 @@ def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int)
     if deg.dp > 1:
         bw = _group_bandwidth(lay, device, deg.dp, deg.tp * deg.sep * deg.sharding * deg.pp)
         comm += 2 * (deg.dp - 1) / deg.dp * g_full / deg.sharding / bw
-    total = compute + bubble + comm
+    total = compute + bubble + comm + offload_time(lay, n_card)
     return total, tokens_step * hw / mp / total / peak
+
+
+def offload_time(lay: Layout, n_card: int) -> float:
+    """Seconds a step spends on an offloaded optimizer: this card's shard of the gradients down and of the updated
+    weights up over PCIe, and the host's AdamW update of that shard (not overlapped with compute)."""
+    s, deg = lay.strategy, lay.degrees
+    if not (s.parallel.offload and deg.sharding > 1):
+        return 0.0
+    shard = n_card / deg.sharding
+    grad = 4 if (s.precision.dtype == "fp32" or s.precision.master_grad) else 2
+    pcie = shard * (grad + _bytes(s.precision.dtype)) / (OFFLOAD_PCIE_GBS * 1e9)
+    return pcie + shard * OFFLOAD_HOST_BYTES / (OFFLOAD_HOST_GBS * 1e9)
 
 
 def estimate(lay: Layout, device: Device | None) -> Estimate:
@@ -312,6 +335,11 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     est.fits = est.memory_mb_per_card <= est.capacity_mb
     if not device.calibrated:
         est.notes.append(f"{device.name}: expected utilisation {device.expected_hfu:.0%} is an assumption")
+    if lay.strategy.parallel.offload and lay.degrees.sharding > 1:
+        est.notes.append(
+            f"offload: {offload_time(lay, est.params_per_card):.2f} s per step for the host update, from assumed PCIe "
+            f"({OFFLOAD_PCIE_GBS:g} GB/s) and host ({OFFLOAD_HOST_GBS:g} GB/s per card) bandwidths, not calibrated"
+        )
     return est
 
 

@@ -15,6 +15,7 @@ from llmpt.launch.command import check_master_port
 from llmpt.models.registry import (
     NOT_TRAINABLE,
     ModelSpec,
+    added_token_ids,
     dropout_config,
     padded_vocab,
     paddlenlp_config,
@@ -49,9 +50,19 @@ def resolve_run(req: RunRequest) -> RunConfig:
         raise ModelError(f"{said}: {e.message.split(': ', 1)[-1]}", e.hint) from None
 
     prefixes, given_weights = _weighted(_data_prefixes(req, layers, spec))
+    tokenizer_vocab = _tokenizer_vocab(prefixes)
+    added = added_token_ids(spec.family, tokenizer_vocab, model_cfg)  # ChatGLM/GLM's gMASK and BOS
     if from_scratch:
         # run_pretrain.py: from scratch, the vocabulary grows to the tokenizer's, rounded up to 128
-        model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(_tokenizer_vocab(prefixes)))
+        needed = max([tokenizer_vocab - 1, *added.values()]) + 1
+        model_cfg["vocab_size"] = max(model_cfg["vocab_size"], padded_vocab(needed))
+    elif added and max(added.values()) >= model_cfg["vocab_size"]:
+        raise ModelError(
+            f"--init-from {req.init_from}: {spec.family} needs {', '.join(added)} in every sample, but its "
+            f"{model_cfg['vocab_size']}-token vocabulary has no id for them after the data's {tokenizer_vocab} tokens",
+            "train from scratch, or from a checkpoint whose config.json states them",
+        )
+    model_cfg.update(added)
     plan = estimated(plan, model_cfg["vocab_size"])  # the model that will really be built, estimated once
     check_fits(plan, req.force)  # before the data is required or verified: a run that cannot fit is refused at once
     if not prefixes:

@@ -2,10 +2,11 @@
 
 llmpt saves unified checkpoints (one set of whole, un-split tensors however the run was laid out) so that `--resume`
 can continue on another layout; PaddleNLP merges the tensor-parallel shards on save and re-splits them on load by each
-family's split rules (`_get_tensor_parallel_mappings`). PaddleNLP 3.0.0b4 gets two things wrong, on any device: a run
-of one rank resuming a checkpoint that several ranks wrote reads only the first file, and the gpt and bloom rules
-leave out the LM head, which is the word embedding itself (tied), split like it. Each Fix names one target, what
-stands in for it and why; install() applies them in the rank before the Trainer is built.
+family's split rules (`_get_tensor_parallel_mappings`). PaddleNLP 3.0.0b4 gets these wrong, on any device: a run
+of one rank resuming a checkpoint that several ranks wrote reads only the first file, the gpt, bloom and chatglm
+rules leave out the LM head, which is the word embedding itself (tied), split like it, and glm's reorders its
+query_key_value with numpy, which neither the save nor a lazy safetensors load can take. Each Fix names one target,
+what stands in for it and why; install() applies them in the rank before the Trainer is built.
 
 Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
   * "global": a module-level name inside one PaddleNLP module only (that module's global) becomes a function that
@@ -76,17 +77,51 @@ def _load_every_shard(original, checkpoint_file, *args, **kwargs):
     return state
 
 
-def _with_tied_head(head: str):
+def _with_tied_head(head: str, embedding: str = "word_embeddings.weight"):
     """A _get_tensor_parallel_mappings replacement that adds `head` (the LM head, which is the word embedding's own
     tensor) with the word embedding's split rule."""
 
     def mappings(original, cls, config, is_split=True):
         actions = original(cls, config, is_split=is_split)
-        if "word_embeddings.weight" in actions:
-            actions[head] = actions["word_embeddings.weight"]
+        if embedding in actions:
+            actions[head] = actions[embedding]
         return actions
 
     return mappings
+
+
+def _glm_qkv_rules(original, cls, config, is_split=True):
+    """GLM's rules, each action taking what PaddleNLP hands it: a split gets a lazy safetensors slice read whole
+    first (the old-qkv reordering runs np.split on it, which a slice does not support), and a merge of Tensors gives
+    a Tensor (the unified-checkpoint save sizes each merged weight with Tensor.numel())."""
+    import numpy as np
+
+    actions = original(cls, config, is_split=is_split)
+
+    def split(action):
+        def run(x):
+            import paddle
+
+            lazy = x is not None and not isinstance(x, (np.ndarray, paddle.Tensor, list, tuple))
+            return action(x[:] if lazy else x)  # x[:]: how PaddleNLP reads a slice it does not split
+
+        return run
+
+    def merge(action):
+        def run(x):
+            import paddle
+
+            out = action(x)
+            tensors = [t for t in (x if isinstance(x, (list, tuple)) else [x]) if isinstance(t, paddle.Tensor)]
+            if not tensors or not isinstance(out, np.ndarray):
+                return out
+            # numpy holds bfloat16 as uint16, which to_tensor reads back as bfloat16; the cast is a no-op then
+            return paddle.to_tensor(out).astype(tensors[0].dtype)
+
+        return run
+
+    wrap = split if is_split else merge
+    return {key: wrap(action) for key, action in actions.items()}
 
 
 _UC = "paddlenlp.trainer.unified_checkpoint"
@@ -124,6 +159,28 @@ FIXES: tuple[Fix, ...] = (
         " [2048, 64] into [1024, 64]) and a tp2 unified checkpoint stored rank 0's half as if whole. The head now"
         " takes the embedding's rule.",
         _with_tied_head("lm_head.weight"),
+    ),
+    Fix(
+        "paddlenlp.transformers.chatglm.modeling:ChatGLMPretrainedModel._get_tensor_parallel_mappings",
+        "classmethod",
+        _MAPPINGS_SIGNATURE,
+        "ChatGLMForCausalLM's lm_head.decoder_weight is the word embedding's tensor (tied), vocabulary-split under"
+        " tp, but the rules split only transformer.word_embeddings.weight: a tp2 unified checkpoint stored rank 0's"
+        " half of the head's AdamW moments ([1024, 64] of [2048, 64]) as if whole, and the tp2 run resumed from it"
+        " went wrong (losses 4.6e-3 off after the reload, llmpt rehearse chatglm-6b --strategy tp2). The head now"
+        " takes the embedding's rule.",
+        _with_tied_head("lm_head.decoder_weight", "transformer.word_embeddings.weight"),
+    ),
+    Fix(
+        "paddlenlp.transformers.glm.modeling:GLMPretrainedModel._get_tensor_parallel_mappings",
+        "classmethod",
+        _MAPPINGS_SIGNATURE,
+        "GLM's query_key_value rule (is_old_qkv) reorders the heads with numpy: merging the tp shards it hands back"
+        " an ndarray where the unified-checkpoint save expects a Tensor (every glm tp2 save failed: 'numpy.ndarray'"
+        " object has no attribute 'numel', unified_checkpoint_into_shards), and splitting a safetensors checkpoint it"
+        " gets a lazy slice np.split cannot cut (every glm tp2 resume or --init-from of safetensors failed: AxisError"
+        " in naive_merged_qkv_to_tensor_parallel_qkv). Merges give Tensors, splits read the slice whole first.",
+        _glm_qkv_rules,
     ),
 )
 

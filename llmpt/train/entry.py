@@ -28,7 +28,6 @@ import paddle  # noqa: E402 - after the parent-death request
 from paddlenlp.data.causal_dataset import build_train_valid_test_datasets  # noqa: E402
 from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, set_seed  # noqa: E402
 from paddlenlp.transformers import (  # noqa: E402
-    AutoModelForCausalLM,
     AutoModelForCausalLMPipe,
     AutoTokenizer,
     CosineAnnealingWithWarmupDecay,
@@ -41,7 +40,7 @@ from llmpt.launch.checkpoints import mark_complete  # noqa: E402
 from llmpt.resolve.resume import saved_run_record  # noqa: E402
 from llmpt.run_config import RunConfig, load_run_yaml  # noqa: E402
 from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_STEP, RunDir  # noqa: E402
-from llmpt.train import checkpoint_fixes, cpu_backend  # noqa: E402
+from llmpt.train import checkpoint_fixes, cpu_backend, inputs  # noqa: E402
 from llmpt.train.args import ModelArguments, PretrainArguments  # noqa: E402
 from llmpt.train.checkpoint_timing import CheckpointClock, CheckpointTimes, TimedCheckpoints  # noqa: E402
 from llmpt.train.model_config import build_config  # noqa: E402
@@ -252,11 +251,6 @@ class ClusterSignals(TrainerCallback):
             self.progress("evaluating")
 
 
-def _collate(samples):
-    tokens = paddle.to_tensor([s["text"] for s in samples], dtype="int64")
-    return {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:]}
-
-
 def _datasets(cfg: RunConfig, args: PretrainArguments):
     data_prefix = cfg.data.blend()  # run.yaml's mix: PaddleNLP's builder blends the prefixes by their weights
     world = args.dataset_world_size
@@ -342,11 +336,14 @@ def main(run_yaml: str) -> None:
     config.seq_length = cfg.data.seq_len
     config.fuse_attention_qkv = model_args.fuse_attention_qkv
     config.fuse_attention_ffn = model_args.fuse_attention_ffn
+    inputs.override_config(cfg.model.family, config)  # what the family's forward needs (llmpt/train/inputs.py)
 
     dtype = "float32"
     if args.fp16_opt_level == "O2" and (args.bf16 or args.fp16):
         dtype = "bfloat16" if args.bf16 else "float16"
-    model_class = AutoModelForCausalLMPipe if args.pipeline_parallel_degree > 1 else AutoModelForCausalLM
+    # the class that takes the family's batch (llmpt/train/inputs.py): glm has no causal-LM class
+    family = cfg.model.family
+    model_class = AutoModelForCausalLMPipe if args.pipeline_parallel_degree > 1 else inputs.model_class(family)
     if cfg.model.init_from:
         model = model_class.from_pretrained(cfg.model.init_from, config=config, dtype=dtype)
     else:
@@ -364,7 +361,7 @@ def main(run_yaml: str) -> None:
     trainer = PretrainTrainer(
         model=model,
         args=args,
-        data_collator=_collate,
+        data_collator=inputs.collate(cfg.model.family, config),  # the batch the family's modeling takes
         train_dataset=train_ds,
         eval_dataset=valid_ds if args.do_eval else None,
         optimizers=(None, _lr_scheduler(args)),

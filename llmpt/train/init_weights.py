@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import paddle
-from paddlenlp.transformers import AutoModelForCausalLM
 
 from llmpt.models.registry import paddlenlp_config, resolve_model
+from llmpt.train.inputs import model_class
 from llmpt.train.model_config import config_class
 
 
@@ -38,7 +38,7 @@ def save_initial_weights(
     paddle.seed(seed)
     config = config_class(paddlenlp_config(spec)["model_type"])(**d)
     config.seq_length = seq_len
-    m = AutoModelForCausalLM.from_config(config, dtype="float32")
+    m = model_class(spec.family).from_config(config, dtype="float32")
     m.save_pretrained(str(out_dir))
     return out_dir
 

@@ -40,7 +40,7 @@ def test_config_dict_builds_the_real_config(model_id):
             assert getattr(config, key) == value, key
 
 
-# chatglm (v1) needs its 4-D attention mask and gMASK/BOS tokens, glm is untried on CPU: see ../shared/ENV.md
+# chatglm (v1) and glm take their generation layout, not plain ids: tests/integration/test_glm_families.py
 TRAINABLE_TINY = [
     "llama-tiny",
     "baichuan-tiny",

@@ -86,7 +86,14 @@ def test_the_tied_head_takes_the_word_embeddings_rule():
 @pytest.mark.paddle
 def test_installed_fixes_split_the_tied_heads():
     pytest.importorskip("paddlenlp")
-    from paddlenlp.transformers import BloomConfig, BloomForCausalLM, GPTConfig, GPTForCausalLM
+    from paddlenlp.transformers import (
+        BloomConfig,
+        BloomForCausalLM,
+        ChatGLMConfig,
+        ChatGLMForCausalLM,
+        GPTConfig,
+        GPTForCausalLM,
+    )
 
     from llmpt.train import checkpoint_fixes
 
@@ -97,10 +104,47 @@ def test_installed_fixes_split_the_tied_heads():
          "lm_head.decoder_weight", "bloom.word_embeddings.weight"),
         (GPTConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=256), GPTForCausalLM,
          "lm_head.weight", "gpt.embeddings.word_embeddings.weight"),
+        (ChatGLMConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=256),
+         ChatGLMForCausalLM, "lm_head.decoder_weight", "chatglm.transformer.word_embeddings.weight"),
     ):  # fmt: skip
         config.tensor_parallel_degree, config.tensor_parallel_rank = 2, 1
         actions = cls.get_tensor_parallel_convert_actions(config, [head, embed], is_split=True, ignore_error=True)
         assert actions[head] is actions[embed], cls.__name__
+
+
+@pytest.mark.paddle
+def test_installed_fix_lets_glm_qkv_merge_into_a_tensor_and_split_a_lazy_slice():
+    pytest.importorskip("paddlenlp")
+    import numpy as np
+    import paddle
+    from paddlenlp.transformers import GLMConfig, GLMForConditionalGeneration
+
+    from llmpt.train import checkpoint_fixes
+
+    checkpoint_fixes.install()
+    config = GLMConfig(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=256)
+    config.tensor_parallel_degree, config.tensor_parallel_rank = 2, 0
+    key = "glm.transformer.layers.0.attention.query_key_value.weight"
+    merge = GLMForConditionalGeneration.get_tensor_parallel_convert_actions(
+        config, [key], is_split=False, ignore_error=True
+    )[key]
+    shards = [paddle.arange(64 * 96, dtype="float32").reshape([64, 96]) + 10000 * r for r in range(2)]
+    merged = merge(shards)
+    assert isinstance(merged, paddle.Tensor) and merged.shape == [64, 192] and merged.dtype == paddle.float32
+    np.testing.assert_array_equal(merged.numpy(), merge([t.numpy() for t in shards]))  # values: PaddleNLP's merge
+
+    class LazySlice:  # what a safetensors checkpoint hands the split rules: read whole by [:]
+        def __init__(self, array):
+            self.array = array
+
+        def __getitem__(self, index):
+            return self.array[index]
+
+    split = GLMForConditionalGeneration.get_tensor_parallel_convert_actions(
+        config, [key], is_split=True, ignore_error=True
+    )[key]
+    whole = np.arange(64 * 192, dtype="float32").reshape([64, 192])
+    np.testing.assert_array_equal(split(LazySlice(whole)), split(whole))
 
 
 @pytest.mark.paddle

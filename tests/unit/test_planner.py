@@ -283,3 +283,23 @@ def test_optimizer_state_follows_train_optimizer(optimizer, per_param):
     lay = Layout(p.model, p.strategy, p.expansion.degrees, 128, 2, optimizer=optimizer)
     e = plan_estimate(lay, None)
     assert e.memory_mb["optimizer_moments"] * 2**20 == pytest.approx(e.params_per_card * per_param / 2)
+
+
+def test_offload_takes_the_optimizer_state_off_the_card_and_costs_its_host_update():
+    """Offload (stage 2): no master weights or moments on the card; the step pays the shard's gradients down and
+    weights up over PCIe and the host's AdamW pass over it (stated assumptions, no seed row offloads)."""
+    from dataclasses import replace
+
+    from llmpt.planner.estimate import OFFLOAD_HOST_BYTES, OFFLOAD_HOST_GBS, OFFLOAD_PCIE_GBS, renamed
+
+    lay = row_layout(LLAMA7B, strategy="sd8_stage2")
+    off = replace(lay, strategy=renamed(lay.strategy, lay.degrees, offload=True))
+    a100 = resolve_device("A100-80G")
+    e, o = estimate(lay, a100), estimate(off, a100)
+    assert o.memory_mb["master_weights"] == o.memory_mb["optimizer_moments"] == 0 < e.memory_mb["optimizer_moments"]
+    shard = e.params_per_card / 8
+    grad = 4 if lay.strategy.precision.master_grad else 2
+    expected = shard * (grad + 2) / (OFFLOAD_PCIE_GBS * 1e9) + shard * OFFLOAD_HOST_BYTES / (OFFLOAD_HOST_GBS * 1e9)
+    assert o.step_time_s - e.step_time_s == pytest.approx(expected, rel=1e-9)
+    assert o.tokens_per_card_per_sec < e.tokens_per_card_per_sec
+    assert any("offload" in n and "not calibrated" in n for n in o.notes)
