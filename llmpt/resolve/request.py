@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,6 +97,12 @@ class ModelSettings(BaseModel):
     )
 
 
+ARCHITECTURE_FIELDS = tuple(k for k in ModelSpec.model_fields if k not in ("id", "aliases", "source", "notes"))
+ARCHITECTURE_IS_THE_MODELS = (
+    "the architecture is the MODEL argument's (llmpt models show MODEL) or its --init-from config.json"
+)
+
+
 # What each section of --config / --set may hold: the pydantic schema of the section it fills.
 SCHEMA = Section(
     (),
@@ -121,15 +127,19 @@ SCHEMA = Section(
                 "manifests": "they are read from the prepared data",
             },
         ),
-        "model": Section.of_model(
-            ModelSettings,
-            ("model",),
-            elsewhere={
-                "id": "the model is the MODEL argument (llmpt models show MODEL)",
-                "config": "the architecture is the model's (llmpt models show MODEL) or its --init-from config.json",
-                "init_from": "its weights are --init-from",
-                "dropout": "its dropout is train.dropout",
-            },
+        "model": replace(
+            Section.of_model(
+                ModelSettings,
+                ("model",),
+                elsewhere={
+                    **dict.fromkeys(("config", *ARCHITECTURE_FIELDS), ARCHITECTURE_IS_THE_MODELS),
+                    "id": "the model is the MODEL argument (llmpt models show MODEL)",
+                    "init_from": "its weights are --init-from",
+                    "dropout": "its dropout is train.dropout",
+                },
+            ),
+            allowed_text="rope_scaling (the architecture is the MODEL argument, llmpt models show MODEL; its weights "
+            "--init-from; its dropout train.dropout)",
         ),
         "seq_len": Leaf(Annotated[int, Ge(8)]),
         "training_args": _training_args_section(),
