@@ -10,7 +10,7 @@ from rich.table import Table
 from llmpt import schemas
 from llmpt.cli import options as opt
 from llmpt.cli._common import console, print_json, print_table
-from llmpt.errors import LlmptError
+from llmpt.errors import ExitCode, LlmptError
 from llmpt.planner.devices import all_devices
 from llmpt.resolve.layout import ASSUMED_DEVICE
 
@@ -29,6 +29,9 @@ def tune(
         None, "--global-batch", help="Tokens per optimizer step (default: the seed configurations' 262144)."
     ),
     top: int = typer.Option(5, "--top", help="How many layouts to show."),
+    rehearse: bool = typer.Option(
+        False, "--rehearse", help="Then rehearse the first on CPU ranks (llmpt rehearse: its layout, the tiny model)."
+    ),
     json_out: bool = opt.JSON,
 ) -> None:
     """Rank every layout the grammar, the matrix and the model allow on these devices by predicted tokens/card/s."""
@@ -93,8 +96,15 @@ def tune(
         found = fewest_devices(base, device, base_plan.estimate.capacity_mb)
         doc["min_gpus"] = found[0] if found else None
     doc["seconds"] = round(time.perf_counter() - t0, 2)
+    rehearsal = None
+    if rehearse and picked:
+        from llmpt.rehearse import rehearse as run_rehearsal
+
+        rehearsal = run_rehearsal(spec.id, picked[0].layout.strategy.name)
+        doc["rehearsal"] = rehearsal.to_dict()
     if json_out:
         print_json(doc, schemas.TUNE)
+        _end_rehearsal(rehearsal)
         return
     table = Table(
         title=f"{spec.id} on {world} x {device.name}, seq {seq}, {tokens} tokens per step "
@@ -116,3 +126,13 @@ def tune(
     else:
         more = f"; the fewest that fit: {doc['min_gpus']}" if doc["min_gpus"] else ""
         console.print(f"nothing fits on {world} x {device.name}{more}", highlight=False, soft_wrap=True)
+    if rehearsal is not None:
+        for st in rehearsal.stages:
+            mark = {True: "pass", False: "FAIL", None: "not reached"}[st.ok]
+            console.print(f"  rehearsal {st.name}: {mark} {st.detail}", highlight=False, soft_wrap=True)
+    _end_rehearsal(rehearsal)
+
+
+def _end_rehearsal(rehearsal) -> None:
+    if rehearsal is not None and not rehearsal.passed:
+        raise typer.Exit(ExitCode.FAILED)
