@@ -8,7 +8,8 @@ Memory, per card of the busiest pipeline stage:
   term for each family's layer (gated or plain MLP, GQA widths, dropout masks), with tp, sequence parallel,
   selective/full recompute, flash attention (no s x s scores) and ALiBi's materialised bias; times the micro
   batches a 1F1B pipeline keeps in flight.
-- logits and loss buffers of the last stage; a runtime term for what the framework allocates beyond these tensors.
+- logits and loss buffers of the last stage; the rotary tables each attention layer of llama, qwen2 and mistral
+  builds (shapes.rotary_table_bytes); a runtime term for what the framework allocates beyond these tensors.
 Throughput: hardware FLOPs per token (6N + the attention term, plus the recomputed forward) over peak x expected
 utilisation, plus what the strategy cannot hide: tensor-parallel all-reduces, the pipeline bubble and sharding/
 data-parallel traffic. MFU counts model FLOPs only (no recompute), as the seed's table and Megatron do.
@@ -23,7 +24,7 @@ from typing import Any
 
 from llmpt.models.registry import ModelSpec
 from llmpt.planner.devices import Device
-from llmpt.planner.shapes import ParamGroups, dims, forward_flops_per_token, param_groups
+from llmpt.planner.shapes import ParamGroups, dims, forward_flops_per_token, param_groups, rotary_table_bytes
 from llmpt.strategies.parallel_dims import ParallelDims
 from llmpt.strategies.schema import Strategy
 
@@ -234,6 +235,10 @@ def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
     act_first, act_last = activation_bytes(lay)
     first = _state_bytes(first_n, layer_params, lay) | {"activations": act_first, "logits_and_loss": 0.0}
     last = _state_bytes(last_n, layer_params, lay) | {"activations": act_last, "logits_and_loss": logits_bytes(lay)}
+    tables = math.ceil(g.layers / deg.pp) * rotary_table_bytes(
+        lay.spec, lay.seq_len, lay.from_scratch, _bytes(lay.strategy.precision.dtype)
+    )
+    first["rotary_tables"] = last["rotary_tables"] = float(tables)
     if deg.pp == 1:
         first["logits_and_loss"] = last["logits_and_loss"]
         last = first

@@ -106,6 +106,24 @@ def param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Pa
     )
 
 
+# Families whose every PaddleNLP attention layer builds its own rotary cos/sin table of max_position_embeddings rows
+# at construction (llama: LlamaAttention._init_rope, float32 whatever the dtype; qwen2: Qwen2RotaryEmbedding, float32;
+# mistral: MistralRotaryEmbedding, cast to the default dtype). Buffers, not parameters, and sized by the model's
+# positions, not the sequence: Llama-3.1's 131072 positions take 128 MiB per layer, 4 GiB for the 8B at any seq_len.
+ROTARY_PER_LAYER = {"llama": 4, "qwen2": 4, "mistral": None}  # bytes per element; None: the compute dtype's
+
+
+def rotary_table_bytes(spec: ModelSpec, seq_len: int, from_scratch: bool, dtype_bytes: int) -> int:
+    """One decoder layer's rotary cos and sin tables (0 for families without per-layer tables, and ALiBi llamas)."""
+    if spec.family not in ROTARY_PER_LAYER or spec.position != "rope":
+        return 0
+    cfg = paddlenlp_config(spec, seq_len, from_scratch)
+    rows = cfg["max_position_embeddings"]
+    if cfg.get("rope_scaling_type") in ("linear", "ntk"):  # their tables hold max_position_embeddings x factor rows
+        rows = int(rows * cfg["rope_scaling_factor"])
+    return 2 * rows * spec.head_dim * (ROTARY_PER_LAYER[spec.family] or dtype_bytes)
+
+
 def forward_flops_per_token(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> tuple[float, float]:
     """(matmul FLOPs, attention FLOPs) of one token's forward pass: 2 per weight, 4*s*width per layer for QK^T, AV.
 

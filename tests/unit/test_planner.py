@@ -219,6 +219,7 @@ def test_plan_json_has_the_estimate(cli):
         "optimizer_moments",
         "activations",
         "logits_and_loss",
+        "rotary_tables",
         "runtime",
     }
 
@@ -267,7 +268,8 @@ def test_train_refuses_a_run_that_does_not_fit_unless_forced(cli, tmp_path):
     r = cli(*args)
     assert r.exit_code == 2, r.output
     err = " ".join(r.stderr.split())
-    assert "facebook/llama-13b with tp2sd4_stage2 does not fit: predicted 83152 MB per card > 78848 MB usable" in err
+    # 83152 MB of tensors + 160 MB of rotary tables (40 layers x cos, sin of 4096 x 128 fp32)
+    assert "facebook/llama-13b with tp2sd4_stage2 does not fit: predicted 83312 MB per card > 78848 MB usable" in err
     assert "first knob: micro batch 1 x accumulation 16" in err and "--force" in err
     assert not (tmp_path / "run").exists()
     r = cli(*args, "--force")  # past the memory check, on to the next one
@@ -303,3 +305,22 @@ def test_offload_takes_the_optimizer_state_off_the_card_and_costs_its_host_updat
     assert o.step_time_s - e.step_time_s == pytest.approx(expected, rel=1e-9)
     assert o.tokens_per_card_per_sec < e.tokens_per_card_per_sec
     assert any("offload" in n and "not calibrated" in n for n in o.notes)
+
+
+def test_rotary_tables_are_counted_per_layer_at_the_models_positions():
+    """PaddleNLP's llama, qwen2 and mistral attention layers each build a cos and a sin table of
+    max_position_embeddings x head_dim (checked in tests/integration/test_new_families.py): Llama-3.1's 131072
+    positions cost 4 GiB on the 8B's card whatever the sequence length; Llama-2's 4096, 128 MiB."""
+    from llmpt.models.registry import resolve_model
+    from llmpt.strategies.presets import resolve_strategy
+
+    def tables(model: str, strategy: str = "tp2sd4_stage2") -> float:
+        s = resolve_strategy(strategy)
+        lay = Layout(resolve_model(model), s, s.parallel.dims.smallest(strategy), 4096, 8)
+        return estimate(lay, resolve_device("A100-80G")).memory_mb["rotary_tables"]
+
+    assert tables("llama3.1-8b") == 32 * 2 * 131072 * 128 * 4 / 2**20 == 4096
+    assert tables("llama2-7b") == 128 and tables("llama3-8b") == 256
+    assert tables("mistral-7b") == 32 * 2 * 32768 * 128 * 2 / 2**20  # cast to bf16, the compute dtype
+    assert tables("llama3.1-405b", "tp8pp2") == 63 * 2 * 131072 * 128 * 4 / 2**20  # the stage's 63 layers
+    assert tables("baichuan-13b") == 0 and tables("qwen-7b") == 0  # ALiBi; qwen v1 grows one cache on demand
