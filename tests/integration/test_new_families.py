@@ -108,3 +108,30 @@ def test_llama31_trains_dp2_with_its_rope_scaling_in_the_model_the_ranks_build(l
     (kind, a), (plain, b) = logits(True), logits(False)
     assert (kind, plain) == ("Llama3RotaryEmbedding", "LlamaRotaryEmbedding")
     assert float(np.abs(a - b).max()) > 1e-4  # the scaling changes the model, not only its config
+
+
+@pytest.mark.parametrize("model", ["llama3-tiny", "qwen2-tiny", "mistral-tiny"])
+def test_each_attention_layer_holds_the_rotary_tables_the_planner_counts(model):
+    """llmpt/planner/shapes.py rotary_table_bytes: one cos and one sin table per layer, max_position_embeddings
+    rows of head_dim, built whatever the sequence length (one process, no launch)."""
+    import numpy as np
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    from llmpt.models.registry import paddlenlp_config, resolve_model
+    from llmpt.planner.shapes import rotary_table_bytes
+    from llmpt.train.model_config import config_class
+
+    spec = resolve_model(model)
+    d = paddlenlp_config(spec, 64)
+    config = config_class(d["model_type"])(**{k: v for k, v in d.items() if k != "model_type"})
+    config.seq_length = 64
+    base = getattr(AutoModelForCausalLM.from_config(config), d["model_type"])
+    tables = [
+        t
+        for layer in base.layers
+        for t in (layer.self_attn.rotary_emb.cos_cached, layer.self_attn.rotary_emb.sin_cached)
+    ]
+    assert len({id(t) for t in tables}) == 2 * spec.num_hidden_layers  # every layer its own
+    held = sum(int(np.prod(t.shape)) * 4 for t in tables)  # float32 here (fp32 default dtype)
+    assert held == spec.num_hidden_layers * rotary_table_bytes(spec, 64, True, 4)
+    assert tables[0].shape[-1] == spec.head_dim and d["max_position_embeddings"] in tables[0].shape
