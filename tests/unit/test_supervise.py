@@ -107,7 +107,7 @@ def fail_with(run: RunDir, monkeypatch, launcher_says: Sequence[str] = (), code:
     monkeypatch.setattr(supervise, "write_run_yaml", lambda cfg, path: None)
     monkeypatch.setattr(supervise, "run_launch_command", lambda cfg: [sys.executable, "-c", script])
     train = SimpleNamespace(max_steps=10, stop_at_step=None, hang_timeout_s=0, preempt_signal="SIGUSR1")
-    cfg = SimpleNamespace(output_dir=str(run.root), nnodes=1, node_rank=None, train=train)
+    cfg = SimpleNamespace(output_dir=str(run.root), nnodes=1, node_rank=None, master=None, train=train)
     with pytest.raises(TrainingFailed) as e:
         supervise.run_training(cfg, poll_seconds=0.01)
     return e.value.message
