@@ -2,7 +2,8 @@
 and of llmpt's conversion: logits from a Hugging Face config.json and its tensors by Hugging Face name.
 
 One function per architecture, each following the transformers (or the model's own remote) modeling code:
-  llama     LlamaForCausalLM: RMSNorm, RoPE (rotate-half, rope_theta), grouped-query attention, SwiGLU MLP
+  llama     LlamaForCausalLM: RMSNorm, RoPE (rotate-half, rope_theta, Llama-3.1's llama3 scaling), grouped-query
+            attention, SwiGLU MLP
   gpt2      GPT2LMHeadModel: pre-LayerNorm, learned positions, Conv1D ([in, out]) c_attn = q|k|v, gelu_new, tied head
   opt       OPTForCausalLM: learned positions offset by 2, q scaled before q.k, ReLU MLP, final LayerNorm
   bloom     BloomForCausalLM: embedding LayerNorm, ALiBi slopes, fused query_key_value as [heads, 3, head_dim],
@@ -77,10 +78,24 @@ def rotate_half(x):
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-def rope(x, base, dim):
-    """Rotate-half RoPE on the first `dim` channels of each head (x [b, s, h, d])."""
+def llama3_inv_freq(inv_freq, scaling):
+    """Llama-3.1's rope_type llama3: wavelengths longer than original/low_freq_factor slowed by `factor`, shorter
+    than original/high_freq_factor kept, and a linear blend in between (transformers' modeling_rope_utils)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    slowed = np.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    blend = (original / wavelen - low) / (high - low)
+    medium = (wavelen >= original / high) & (wavelen <= original / low)
+    return np.where(medium, (1 - blend) * inv_freq / factor + blend * inv_freq, slowed)
+
+
+def rope(x, base, dim, scaling=None):
+    """Rotate-half RoPE on the first `dim` channels of each head (x [b, s, h, d]); `scaling`: a llama3 rope_scaling."""
     s = x.shape[1]
     inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=F) / dim))
+    if scaling is not None:
+        inv_freq = llama3_inv_freq(inv_freq, scaling)
     freqs = np.outer(np.arange(s, dtype=F), inv_freq)
     emb = np.concatenate([freqs, freqs], axis=-1)[None, :, None, :]
     rot, rest = x[..., :dim], x[..., dim:]
@@ -90,7 +105,8 @@ def rope(x, base, dim):
 def llama(cfg, t, ids):
     h_size, nh = cfg["hidden_size"], cfg["num_attention_heads"]
     nkv, d, eps = cfg.get("num_key_value_heads") or nh, h_size // nh, cfg["rms_norm_eps"]
-    theta = cfg.get("rope_theta", 10000.0)
+    theta, scaling = cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling")
+    assert scaling is None or scaling.get("rope_type", scaling.get("type")) == "llama3", scaling
     b, s = ids.shape
     h = _w(t, "model.embed_tokens.weight")[ids]
     for i in range(cfg["num_hidden_layers"]):
@@ -99,7 +115,7 @@ def llama(cfg, t, ids):
         q = linear(x, t, p + "self_attn.q_proj", False).reshape(b, s, nh, d)
         k = linear(x, t, p + "self_attn.k_proj", False).reshape(b, s, nkv, d)
         v = linear(x, t, p + "self_attn.v_proj", False).reshape(b, s, nkv, d)
-        ctx = attention(rope(q, theta, d), rope(k, theta, d), v, 1 / math.sqrt(d))
+        ctx = attention(rope(q, theta, d, scaling), rope(k, theta, d, scaling), v, 1 / math.sqrt(d))
         h = h + linear(ctx, t, p + "self_attn.o_proj", False)
         x = rms_norm(h, t, p + "post_attention_layernorm", eps)
         ff = silu(linear(x, t, p + "mlp.gate_proj", False)) * linear(x, t, p + "mlp.up_proj", False)

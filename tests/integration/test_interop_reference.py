@@ -30,6 +30,8 @@ CASES = {
     "llama": ("llama-tiny", {}),
     "llama GQA fused qkv+ffn": ("llama-tiny", {"num_key_value_heads": 2, "fuse_attention_qkv": True,
                                                "fuse_attention_ffn": True}),
+    # Llama-3.1's shape rules: GQA, rope_theta 500000 and the llama3 rope scaling (PaddleNLP's Llama3RotaryEmbedding)
+    "llama3.1": ("llama3-tiny", {}),
     "gpt": ("gpt-tiny", {}),
     "gpt fused qkv": ("gpt-tiny", {"fuse_attention_qkv": True}),
     "opt": ("opt-tiny", {}),
@@ -175,3 +177,13 @@ def test_merging_inverts_paddlenlps_tensor_parallel_split(model, tp):
     for name, arr in full.items():
         merged = checkpoint.merge_tp(spec.family, name, [s[name] for s in slices], arr.shape, d)
         assert np.array_equal(merged, arr), name
+
+
+def test_the_llama3_scaling_is_what_makes_llama31_match(built):
+    """Without its rope_scaling the same export's equations miss PaddleNLP's logits: the case checks the scaling."""
+    ids, runs = built
+    _, hf_dir, paddle_logits = runs["llama3.1"]
+    config, tensors = _hf(hf_dir)
+    assert config["rope_scaling"]["rope_type"] == "llama3" and config["rope_theta"] == 500000.0
+    unscaled = reference_forward.logits({**config, "rope_scaling": None}, tensors, ids)
+    assert _relative(paddle_logits, unscaled) > 100 * TOLERANCE
