@@ -435,6 +435,11 @@ def rope_scaling_of(layers: Layers, spec: ModelSpec, positions: int | None = Non
             what = f"needs model.rope_scaling.{err['loc'][0]}"
             if err["loc"][0] == "type":
                 what += " (llama3, linear, ntk or dynamic_ntk)"
+        # a rule between two keys: named by the first of them the user set
+        named = [k for k in ("low_freq_factor", "high_freq_factor") if k in what and k in given]
+        if named:
+            path = ("model", "rope_scaling", named[0])
+            said = layers.settings[path].show(path)
         raise ConfigError(f"{said}: {what}") from None
 
 

@@ -117,7 +117,7 @@ def test_a_scaling_the_modeling_lacks_is_refused(cli, prefix, tmp_path, args, me
          "--set model.rope_scaling.factor=0: must be a number > 0"),
         (("--set", "model.rope_scaling.type=llama3", "--set", "model.rope_scaling.factor=8",
           "--set", "model.rope_scaling.low_freq_factor=4"),
-         "--set model.rope_scaling.type=llama3: type llama3 needs low_freq_factor < high_freq_factor"),
+         "--set model.rope_scaling.low_freq_factor=4: type llama3 needs low_freq_factor < high_freq_factor"),
         (("--set", "model.rope_scalng.type=linear"), "--set: unknown key 'model.rope_scalng' (did you mean "
          "'model.rope_scaling'?)"),
     ],
