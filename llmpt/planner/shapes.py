@@ -8,6 +8,7 @@ vocabulary-parallel embedding/head divide by tp; norms, biases and position tabl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from llmpt.models.registry import ModelSpec, paddlenlp_config
 
@@ -48,7 +49,29 @@ class Dims:
     alibi: bool
 
 
-def dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
+_MEMO: dict[tuple, tuple[ModelSpec, Any]] = {}  # (kind, id(spec), seq_len, from_scratch) -> (spec, value)
+
+
+def _memo(kind: str, compute):
+    """dims/param_groups of one (frozen) ModelSpec object, computed once: the planner asks for them a dozen times per
+    estimate and `llmpt tune` makes thousands of estimates. Keyed by the object's identity, checked against it."""
+
+    def cached(spec: ModelSpec, seq_len: int, from_scratch: bool = True):
+        key = (kind, id(spec), seq_len, from_scratch)
+        hit = _MEMO.get(key)
+        if hit is not None and hit[0] is spec:
+            return hit[1]
+        if len(_MEMO) > 4096:
+            _MEMO.clear()
+        value = compute(spec, seq_len, from_scratch)
+        _MEMO[key] = (spec, value)
+        return value
+
+    cached.__doc__ = compute.__doc__
+    return cached
+
+
+def _dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
     vocab = paddlenlp_config(spec, seq_len, from_scratch)["vocab_size"]
     return Dims(
         hidden=spec.hidden_size,
@@ -64,7 +87,7 @@ def dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
     )
 
 
-def param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> ParamGroups:
+def _param_groups(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> ParamGroups:
     cfg = paddlenlp_config(spec, seq_len, from_scratch)
     d = dims(spec, seq_len, from_scratch)
     h, f, v, q, kv = d.hidden, d.ffn, d.vocab, d.q_dim, d.kv_dim
@@ -133,3 +156,7 @@ def forward_flops_per_token(spec: ModelSpec, seq_len: int, from_scratch: bool = 
     matmul = 2.0 * (g.layers * g.layer_matmul + g.vocab * d.hidden)  # the head multiplies even when tied
     attention = 4.0 * seq_len * d.q_dim * g.layers
     return matmul, attention
+
+
+dims = _memo("dims", _dims)
+param_groups = _memo("param_groups", _param_groups)

@@ -53,8 +53,20 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterator[Layout]:
-    """Every layout of `world` devices for base's model at `global_seqs` sequences per optimizer step."""
+def batches(per_replica: int, pp: int, vpp: int) -> list[tuple[int, int]]:
+    """(micro batch, accumulation) splits of `per_replica` sequences, micro batch ascending (powers of two): 1F1B
+    wants a micro batch per stage, the interleaved schedule a multiple of the stages."""
+    out, mbs = [], 1
+    while mbs <= min(per_replica, MAX_MICRO_BATCH):
+        acc = per_replica // mbs
+        if per_replica % mbs == 0 and acc >= pp and (vpp == 1 or acc % pp == 0):
+            out.append((mbs, acc))
+        mbs *= 2
+    return out
+
+
+def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterator[tuple[Layout, int]]:
+    """Every parallel layout of `world` devices for base's model: (layout, sequences per data-parallel replica)."""
     spec, s = base.spec, base.strategy
     layers = spec.num_hidden_layers
     flash = s.kernels.flash_attention
@@ -68,7 +80,6 @@ def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterat
             sd = rest // dp
             if global_seqs % (dp * sd):
                 continue
-            per_replica = global_seqs // (dp * sd)
             stages = (1, 2, 3) if sd > 1 else (1,)
             vpps = (1, 2) if pp > 1 and layers % (pp * 2) == 0 else (1,)
             sps = (False, True) if tp > 1 else (False,)
@@ -82,17 +93,13 @@ def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterat
                     except Exception:  # noqa: BLE001 - a combination the grammar refuses is not a candidate
                         continue
                     dims = replace(base.degrees, dp=dp, tp=tp, pp=pp, sharding=sd)
-                    mbs = 1
-                    while mbs <= min(per_replica, MAX_MICRO_BATCH):
-                        acc = per_replica // mbs
-                        # 1F1B wants a micro batch per stage; the interleaved schedule a multiple of the stages
-                        if per_replica % mbs == 0 and acc >= pp and (vpp == 1 or acc % pp == 0):
-                            batch = st.batch.model_copy(update={"micro_batch_size": mbs, "grad_accum": acc})
-                            yield replace(
-                                base, strategy=st.model_copy(update={"batch": batch}), degrees=dims,
-                                nproc_per_node=per_node,
-                            )  # fmt: skip
-                        mbs *= 2
+                    yield replace(base, strategy=st, degrees=dims, nproc_per_node=per_node), global_seqs // (dp * sd)
+
+
+def with_batch(lay: Layout, mbs: int, acc: int) -> Layout:
+    st = lay.strategy
+    batch = st.batch.model_copy(update={"micro_batch_size": mbs, "grad_accum": acc})
+    return replace(lay, strategy=st.model_copy(update={"batch": batch}))
 
 
 def _order(lay: Layout, e: Estimate) -> tuple:
@@ -108,12 +115,16 @@ def rank(base: Layout, world: int, per_node: int, global_seqs: int, device: Devi
     """The `top` fastest layouts that fit (fewer if fewer fit), fastest first; and how many layouts were weighed.
     The matrix and shape checks (`allowed`) run only on the estimates that could make the list."""
     scored = []
-    for lay in layouts(base, world, per_node, global_seqs):
-        try:
-            e = estimate(lay, device)
-        except (ValueError, ZeroDivisionError):
-            continue
-        if e.fits:
+    for parallel, per_replica in layouts(base, world, per_node, global_seqs):
+        p = parallel.strategy.parallel
+        for mbs, acc in batches(per_replica, parallel.degrees.pp, p.virtual_pp):
+            lay = with_batch(parallel, mbs, acc)
+            try:
+                e = estimate(lay, device)
+            except (ValueError, ZeroDivisionError):
+                break
+            if not e.fits:
+                break  # memory grows with the micro batch: no larger one fits either
             scored.append((_order(lay, e), lay, e))
     scored.sort(key=lambda x: x[0])
     picked: list[Candidate] = []
