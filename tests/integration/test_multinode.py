@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -253,6 +254,9 @@ def test_slurm_script_preempted_requeues_and_resumes_to_the_same_losses(llmpt, t
     said = again.stdout + again.stderr
     assert again.returncode == 0, said
     assert f"from checkpoint-{state['step']}" in said
+    # a node's log is not a terminal: plain progress lines, from this attempt's first step to the last
+    printed = [int(m.group(1)) for m in re.finditer(rf"^step (\d+)/{STEPS} · loss \d", said, re.M)]
+    assert printed and printed[0] == state["step"] + 1 and printed[-1] == int(STEPS), said
     assert f"warning: --resume {ckpt}: loads pickled files" in said and "group-writable (mode 0775)" in said
     _same(losses(json.loads((out / "summary.json").read_text())), one_node)
     assert json.loads((out / "state.json").read_text())["state"] == "finished"
