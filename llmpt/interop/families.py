@@ -230,6 +230,117 @@ def _llama_from_hf(h: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---- qwen2 and mistral (Hugging Face Qwen2ForCausalLM, MistralForCausalLM): llama's layout under their own prefix,
+# qwen2 with biases on q, k and v (PaddleNLP's qwen2/mistral modeling.py _get_name_mappings) -------------------------
+
+_PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+
+
+def _rope_llama_rules(prefix: str, qkv_bias: bool) -> Callable[[dict[str, Any]], list[Rule]]:
+    def rules(c: dict[str, Any]) -> list[Rule]:
+        out = [Rule((f"{prefix}.embed_tokens.weight",), "model.embed_tokens.weight", "copy")]
+        for i in range(_layers(c)):
+            p, h = f"{prefix}.layers.{i}.", f"model.layers.{i}."
+            out += [Rule((f"{p}{name}.weight",), f"{h}{name}.weight", "linear") for name in _PROJECTIONS]
+            if qkv_bias:
+                out += [Rule((f"{p}self_attn.{x}_proj.bias",), f"{h}self_attn.{x}_proj.bias", "copy") for x in "qkv"]
+            for name in ("input_layernorm", "post_attention_layernorm"):
+                out.append(Rule((f"{p}{name}.weight",), f"{h}{name}.weight", "copy"))
+        out.append(Rule((f"{prefix}.norm.weight",), "model.norm.weight", "copy"))
+        return out
+
+    return rules
+
+
+def _rope_llama_shapes(prefix: str, qkv_bias: bool) -> Callable[[dict[str, Any]], dict[str, Shape]]:
+    def shapes(c: dict[str, Any]) -> dict[str, Shape]:
+        h, v, f, nh = c["hidden_size"], c["vocab_size"], c["intermediate_size"], c["num_attention_heads"]
+        kv = _get(c, "num_key_value_heads", nh) * (h // nh)
+        s: dict[str, Shape] = {f"{prefix}.embed_tokens.weight": (v, h)}
+        for i in range(_layers(c)):
+            p = f"{prefix}.layers.{i}."
+            s |= {f"{p}self_attn.q_proj.weight": (h, h), f"{p}self_attn.k_proj.weight": (h, kv),
+                  f"{p}self_attn.v_proj.weight": (h, kv), f"{p}self_attn.o_proj.weight": (h, h),
+                  f"{p}mlp.gate_proj.weight": (h, f), f"{p}mlp.up_proj.weight": (h, f),
+                  f"{p}mlp.down_proj.weight": (f, h)}  # fmt: skip
+            if qkv_bias:
+                s |= {f"{p}self_attn.q_proj.bias": (h,), f"{p}self_attn.k_proj.bias": (kv,),
+                      f"{p}self_attn.v_proj.bias": (kv,)}  # fmt: skip
+            s |= {f"{p}input_layernorm.weight": (h,), f"{p}post_attention_layernorm.weight": (h,)}
+        s[f"{prefix}.norm.weight"] = (h,)
+        if not c.get("tie_word_embeddings"):
+            s["lm_head.weight"] = (h, v)
+        return s
+
+    return shapes
+
+
+def _rope_llama_head(prefix: str) -> Callable[[dict[str, Any]], Head | None]:
+    def head(c: dict[str, Any]) -> Head | None:
+        if c.get("tie_word_embeddings"):
+            return None  # tied: neither side stores a head (Qwen2-0.5B/1.5B, Qwen2.5-0.5B/1.5B/3B)
+        return Head("lm_head.weight", "lm_head.weight", "linear", f"{prefix}.embed_tokens.weight")
+
+    return head
+
+
+def _rope_llama_config(c: dict[str, Any]) -> dict[str, Any]:
+    """The keys qwen2 and mistral share with llama, in Hugging Face's names (the same as PaddleNLP's)."""
+    return {
+        "vocab_size": c["vocab_size"],
+        "hidden_size": c["hidden_size"],
+        "intermediate_size": c["intermediate_size"],
+        "num_hidden_layers": _layers(c),
+        "num_attention_heads": c["num_attention_heads"],
+        "num_key_value_heads": _get(c, "num_key_value_heads", c["num_attention_heads"]),
+        "max_position_embeddings": c["max_position_embeddings"],
+        "rms_norm_eps": _get(c, "rms_norm_eps", 1e-6),
+        "rope_theta": _get(c, "rope_theta", 10000.0),
+        "tie_word_embeddings": bool(c.get("tie_word_embeddings")),
+        "initializer_range": _get(c, "initializer_range", 0.02),
+    }
+
+
+def _rope_llama_from_hf(h: dict[str, Any], family: str) -> dict[str, Any]:
+    _refuse_unless(h, "hidden_act", ("silu",), "silu", f"PaddleNLP's {family} MLP is SwiGLU")
+    _refuse_unless(h, "rope_scaling", (None,), None, f"PaddleNLP 3.0.0b4's {family} builds a plain rotary table")
+    heads = h["num_attention_heads"]
+    _refuse_unless(h, "head_dim", (None, h["hidden_size"] // heads), None, "PaddleNLP takes hidden_size / heads")
+    return _rope_llama_config(h)
+
+
+def _qwen2_to_hf(c: dict[str, Any], tied: bool) -> dict[str, Any]:
+    if c.get("rope_scaling_type"):
+        raise ConversionRefused(
+            f"rope_scaling_type {c['rope_scaling_type']!r}: PaddleNLP's qwen2 never applied it, Hugging Face's would"
+        )
+    return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **_rope_llama_config(c),
+            "hidden_act": "silu", "rope_scaling": None, "use_sliding_window": False, "attention_dropout": 0.0,
+            **_ids(c)}  # fmt: skip
+
+
+def _qwen2_from_hf(h: dict[str, Any]) -> dict[str, Any]:
+    _refuse_unless(h, "use_sliding_window", (False,), False, "PaddleNLP's qwen2 attends over the whole window")
+    return {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], **_rope_llama_from_hf(h, "qwen2"),
+            "seq_length": _get(h, "max_position_embeddings", 32768), **_ids(h)}  # fmt: skip
+
+
+def _mistral_to_hf(c: dict[str, Any], tied: bool) -> dict[str, Any]:
+    # PaddleNLP's mistral attends over the whole causal window (its sliding_window is never applied): the export says
+    # so, rather than the window a released config may name
+    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", **_rope_llama_config(c),
+            "hidden_act": "silu", "sliding_window": None, "attention_dropout": 0.0, **_ids(c)}  # fmt: skip
+
+
+def _mistral_from_hf(h: dict[str, Any]) -> dict[str, Any]:
+    # a released sliding_window (Mistral-7B-v0.1: 4096) is kept in the config but PaddleNLP never applies it: the
+    # same equations up to that many tokens
+    window = {"sliding_window": h["sliding_window"]} if isinstance(h.get("sliding_window"), int) else {}
+    return {"model_type": "mistral", "architectures": ["MistralForCausalLM"], **_rope_llama_from_hf(h, "mistral"),
+            **window, **_ids(h)}  # fmt: skip
+
+
 # ---- qwen v1 (Hugging Face remote code: Qwen/Qwen-7B modeling_qwen.QWenLMHeadModel) ---------------------------
 
 
@@ -754,6 +865,16 @@ CONVERSIONS: dict[str, Conversion] = {
         _glm2_from_hf, remote_code="THUDM/chatglm2-6b",
         notes="query_key_value (q|k|v with multi-query groups) and the MLP transposed; rotary on half of each head",
     ),
+    "qwen2": Conversion(
+        "qwen2", "qwen2", ("qwen2",), "model.", _rope_llama_rules("qwen2", True), _rope_llama_head("qwen2"),
+        _rope_llama_shapes("qwen2", True), _qwen2_to_hf, _qwen2_from_hf, hf_ignored=("rotary_emb.inv_freq",),
+        notes="llama's layout under qwen2.: q/k/v (with bias), o and the MLP transposed; a tied head where so",
+    ),
+    "mistral": Conversion(
+        "mistral", "mistral", ("mistral",), "model.", _rope_llama_rules("mistral", False), _rope_llama_head("mistral"),
+        _rope_llama_shapes("mistral", False), _mistral_to_hf, _mistral_from_hf, hf_ignored=("rotary_emb.inv_freq",),
+        notes="llama's layout under mistral.; PaddleNLP applies no sliding window (exported as sliding_window null)",
+    ),
 }  # fmt: skip
 
 # Families the registry knows that no entry converts, and why (a Hugging Face directory of one is refused with it)
@@ -827,6 +948,12 @@ def fused_tensors(family: str, cfg: dict[str, Any]) -> dict[str, Fused]:
             "self_attn.qkv_proj.weight": Fused("qkv", tuple(f"{n}.weight" for n in qkv), nh, nkv),  # type: ignore[arg-type]
             "mlp.gate_up_fused_proj.weight": Fused("halves", ("mlp.gate_proj.weight", "mlp.up_proj.weight")),
         }
+    if family == "qwen2":  # llama's fused layouts, the q|k|v biases fused as the weights
+        return {
+            **{f"self_attn.qkv_proj.{t}": Fused("qkv", tuple(f"{n}.{t}" for n in qkv), nh, nkv)  # type: ignore[arg-type]
+               for t in ("weight", "bias")},
+            "mlp.gate_up_fused_proj.weight": Fused("halves", ("mlp.gate_proj.weight", "mlp.up_proj.weight")),
+        }  # fmt: skip
     if family == "qwen":  # swiglu(x) = silu(first half) * second half; Qwen's MLP is w1(x) * silu(w2(x))
         return {"mlp.gate_up_fused_proj.weight": Fused("halves", ("mlp.w2.weight", "mlp.w1.weight"))}
     if family == "gpt":

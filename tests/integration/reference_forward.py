@@ -3,7 +3,7 @@ and of llmpt's conversion: logits from a Hugging Face config.json and its tensor
 
 One function per architecture, each following the transformers (or the model's own remote) modeling code:
   llama     LlamaForCausalLM: RMSNorm, RoPE (rotate-half, rope_theta, Llama-3.1's llama3 scaling), grouped-query
-            attention, SwiGLU MLP
+            attention, SwiGLU MLP; also Qwen2ForCausalLM (q/k/v with bias) and MistralForCausalLM
   gpt2      GPT2LMHeadModel: pre-LayerNorm, learned positions, Conv1D ([in, out]) c_attn = q|k|v, gelu_new, tied head
   opt       OPTForCausalLM: learned positions offset by 2, q scaled before q.k, ReLU MLP, final LayerNorm
   bloom     BloomForCausalLM: embedding LayerNorm, ALiBi slopes, fused query_key_value as [heads, 3, head_dim],
@@ -112,9 +112,10 @@ def llama(cfg, t, ids):
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         x = rms_norm(h, t, p + "input_layernorm", eps)
-        q = linear(x, t, p + "self_attn.q_proj", False).reshape(b, s, nh, d)
-        k = linear(x, t, p + "self_attn.k_proj", False).reshape(b, s, nkv, d)
-        v = linear(x, t, p + "self_attn.v_proj", False).reshape(b, s, nkv, d)
+        bias = p + "self_attn.q_proj.bias" in t  # Qwen2ForCausalLM: q, k and v with bias
+        q = linear(x, t, p + "self_attn.q_proj", bias).reshape(b, s, nh, d)
+        k = linear(x, t, p + "self_attn.k_proj", bias).reshape(b, s, nkv, d)
+        v = linear(x, t, p + "self_attn.v_proj", bias).reshape(b, s, nkv, d)
         ctx = attention(rope(q, theta, d, scaling), rope(k, theta, d, scaling), v, 1 / math.sqrt(d))
         h = h + linear(ctx, t, p + "self_attn.o_proj", False)
         x = rms_norm(h, t, p + "post_attention_layernorm", eps)
@@ -248,7 +249,10 @@ def chatglm(cfg, t, ids):
     return h @ _w(t, "transformer.output_layer.weight").T
 
 
-FORWARD = {"llama": llama, "gpt2": gpt2, "opt": opt, "bloom": bloom, "qwen": qwen, "chatglm": chatglm}
+# Qwen2ForCausalLM and MistralForCausalLM are llama's equations (qwen2: biased q/k/v; mistral's sliding window does not
+# act within a test's few tokens, and PaddleNLP's mistral never applies it)
+FORWARD = {"llama": llama, "qwen2": llama, "mistral": llama, "gpt2": gpt2, "opt": opt, "bloom": bloom, "qwen": qwen,
+           "chatglm": chatglm}  # fmt: skip
 
 
 def logits(cfg: dict[str, Any], tensors: dict[str, Any], ids: np.ndarray) -> np.ndarray:

@@ -32,6 +32,10 @@ CASES = {
                                                "fuse_attention_ffn": True}),
     # Llama-3.1's shape rules: GQA, rope_theta 500000 and the llama3 rope scaling (PaddleNLP's Llama3RotaryEmbedding)
     "llama3.1": ("llama3-tiny", {}),
+    "qwen2": ("qwen2-tiny", {}),
+    "qwen2 tied": ("qwen2-tiny", {"tie_word_embeddings": True}),
+    "qwen2 fused qkv+ffn": ("qwen2-tiny", {"fuse_attention_qkv": True, "fuse_attention_ffn": True}),
+    "mistral": ("mistral-tiny", {}),
     "gpt": ("gpt-tiny", {}),
     "gpt fused qkv": ("gpt-tiny", {"fuse_attention_qkv": True}),
     "opt": ("opt-tiny", {}),
@@ -145,7 +149,10 @@ def _split(action, arr: np.ndarray) -> np.ndarray:
         return action(paddle.to_tensor(arr)).numpy()
 
 
-@pytest.mark.parametrize("model", ["llama-tiny", "qwen-tiny", "gpt-tiny", "opt-tiny", "bloom-tiny", "chatglm2-tiny"])
+@pytest.mark.parametrize(
+    "model",
+    ["llama-tiny", "qwen-tiny", "gpt-tiny", "opt-tiny", "bloom-tiny", "chatglm2-tiny", "qwen2-tiny", "mistral-tiny"],
+)
 @pytest.mark.parametrize("tp", [2, 4])
 def test_merging_inverts_paddlenlps_tensor_parallel_split(model, tp):
     """PaddleNLP's `_get_tensor_parallel_mappings(is_split=True)` cuts each rank's slice of a whole state (what
@@ -157,7 +164,8 @@ def test_merging_inverts_paddlenlps_tensor_parallel_split(model, tp):
     if spec.family == "chatglm2" and d["multi_query_group_num"] % tp:
         pytest.skip(f"{d['multi_query_group_num']} multi-query groups do not split {tp} ways")
     classes = {"llama": T.LlamaForCausalLM, "qwen": T.QWenForCausalLM, "gpt": T.GPTForCausalLM,
-               "opt": T.OPTForCausalLM, "bloom": T.BloomForCausalLM, "chatglm2": T.ChatGLMv2ForCausalLM}  # fmt: skip
+               "opt": T.OPTForCausalLM, "bloom": T.BloomForCausalLM, "chatglm2": T.ChatGLMv2ForCausalLM,
+               "qwen2": T.Qwen2ForCausalLM, "mistral": T.MistralForCausalLM}  # fmt: skip
     full = {
         n: np.random.default_rng(i).standard_normal(s).astype(np.float32)
         for i, (n, s) in enumerate(families.conversion(spec.family).paddle_shapes(d).items())

@@ -9,7 +9,7 @@ import pytest
 
 from llmpt.errors import ModelError
 from llmpt.models.matrix import load_families
-from llmpt.models.registry import dropout_config, resolve_model
+from llmpt.models.registry import dropout_config, paddlenlp_config, resolve_model
 
 NEW = {
     "meta-llama/Meta-Llama-3-8B": "llama", "meta-llama/Meta-Llama-3-70B": "llama",
@@ -100,3 +100,55 @@ def test_what_they_can_run_plans(cli):
                                   ("mistral-7b", "tp2sd4_stage2", "8")):  # fmt: skip
         r = cli("plan", model, "--strategy", strategy, "--gpus", gpus, "--json")
         assert r.exit_code == 0, r.stderr
+
+
+# ---- Hugging Face weights: Qwen2ForCausalLM and MistralForCausalLM both ways (numerically: test_interop_reference) --
+
+
+@pytest.mark.parametrize("model", ["qwen2-tiny", "mistral-tiny"])
+def test_a_hugging_face_qwen2_or_mistral_directory_is_found_and_converted_back(tmp_path, model):
+    from llmpt.interop import convert
+    from llmpt.interop.source import find_init
+    from tests.unit.test_interop import write_hf
+
+    spec = resolve_model(model)
+    state = write_hf(tmp_path / "hf", model)
+    found = find_init(str(tmp_path / "hf"), spec)
+    assert found.layout == "hf" and found.paddle_config["model_type"] == spec.family
+    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf["architectures"] == [{"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[spec.family]]
+    assert ("sliding_window" in hf) == (spec.family == "mistral") and hf.get("sliding_window") is None
+    (tmp_path / "back").mkdir()
+    convert.convert_hf_dir(tmp_path / "hf", spec.family, found.paddle_config, tmp_path / "back")
+    from llmpt.interop import safetensors
+
+    back = {n: safetensors.load(i) for n, i in safetensors.read_headers(tmp_path / "back").items()}
+    assert set(back) == set(state) and all((back[n] == state[n]).all() for n in state)
+
+
+@pytest.mark.parametrize(
+    "model,change,fragment",
+    [
+        ("qwen2-tiny", {"use_sliding_window": True}, "use_sliding_window True: only False converts"),
+        ("qwen2-tiny", {"rope_scaling": {"type": "yarn", "factor": 4.0}}, "PaddleNLP 3.0.0b4's qwen2 builds a plain"),
+        ("mistral-tiny", {"hidden_act": "gelu"}, "hidden_act 'gelu': only 'silu' converts"),
+    ],
+)
+def test_a_variant_their_modeling_lacks_is_refused(tmp_path, model, change, fragment):
+    from llmpt.interop.source import InitError, find_init
+    from tests.unit.test_interop import write_hf
+
+    write_hf(tmp_path / "hf", model)
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(InitError) as e:
+        find_init(str(tmp_path / "hf"), resolve_model(model))
+    assert fragment in e.value.message, e.value.message
+
+
+def test_released_mistral_keeps_its_window_in_the_config(tmp_path):
+    from llmpt.interop import families
+
+    hf = families.conversion("mistral").to_hf(paddlenlp_config(resolve_model("mistral-7b"), 4096), False)
+    pcfg = families.conversion("mistral").from_hf({**hf, "sliding_window": 4096})
+    assert pcfg["sliding_window"] == 4096 and pcfg["max_position_embeddings"] == 32768
