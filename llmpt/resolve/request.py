@@ -476,6 +476,12 @@ def apply_model_settings(
         )
     elif init_from and (note := extend_positions(spec.family, config, seq_len)):
         notes.append(note)
+    window = config.get("sliding_window") if spec.family == "mistral" else None
+    if init_from and isinstance(window, int) and seq_len > window:
+        notes.append(
+            f"--init-from: the checkpoint's sliding_window {window} is not applied by PaddleNLP {PADDLENLP_VERSION}'s "
+            f"mistral modeling: each of the {seq_len} tokens attends to every token before it"
+        )
     return notes
 
 

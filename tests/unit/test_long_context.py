@@ -159,3 +159,16 @@ def test_llama31_weights_convert_with_their_scaling_both_ways():
     assert "rope_scaling" not in conv.from_hf({**hf, "rope_scaling": None})
     with pytest.raises(families.ConversionRefused, match="only None or Llama-3.1's llama3 scaling"):
         conv.from_hf({**hf, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+
+
+def test_a_mistral_window_shorter_than_the_sequence_gets_a_note(cli, prefix, tmp_path):
+    """PaddleNLP's mistral never applies sliding_window: continuing a windowed checkpoint past it is said."""
+    init = checkpoint(tmp_path, "mistral-tiny", 512)
+    cfg = json.loads(Path(init, "config.json").read_text())
+    Path(init, "config.json").write_text(json.dumps({**cfg, "sliding_window": 64}))
+    notes = json.loads(dry_run(cli, prefix, "mistral-tiny", "--init-from", init, "--seq-len", "128").stdout)[
+        "run_config"
+    ]["notes"]
+    assert any("sliding_window 64 is not applied" in n and "each of the 128 tokens" in n for n in notes), notes
+    notes = json.loads(dry_run(cli, prefix, "mistral-tiny", "--init-from", init, "--seq-len", "64").stdout)
+    assert not any("sliding_window" in n for n in notes["run_config"]["notes"])
