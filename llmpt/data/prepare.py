@@ -405,6 +405,7 @@ class Selection:
     restarted: str | None = None  # why this run started again on the slow path
     floor: SetupFloor = field(default_factory=lambda: SetupFloor(0.0, "none"))
     fast_started_at_bytes: int | None = None  # how much the class had encoded when the fast path was started
+    contention: float = 0.0  # at the last decision: the share of the set-up taken from the class (contention())
 
 
 def selection_record(sel: Selection, tokenizer_class: str) -> dict:
@@ -417,8 +418,9 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
     elif sel.mode == "race" and sel.fast_started_at_bytes is None and sel.fast_ready_seconds is None:
         why = (
             f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s): at "
-            f"its measured speed the rest never needed more than {sel.floor.seconds:.2f} s ({sel.floor.source}), "
-            "so no fast encoder was prepared"
+            f"its measured speed the rest never needed more than {sel.floor.seconds:.2f} s ({sel.floor.source}) "
+            f"x {1 + sel.contention:.2f} (what the set-up would take from the class on this machine's load), so no "
+            "fast encoder was prepared"
         )
     elif sel.fast_backend is None and sel.fast_ready_seconds is None:
         why = (
@@ -447,6 +449,7 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         "fast_started_at_bytes": sel.fast_started_at_bytes,
         "setup_floor_seconds": round(sel.floor.seconds, 3),
         "setup_floor_source": sel.floor.source,
+        "contention": round(sel.contention, 2),
     }
 
 
@@ -501,13 +504,25 @@ class _FastChoice:
         return self._result
 
 
-def worth_preparing(class_seconds: float, class_bytes: int, remaining_bytes: int, floor_seconds: float) -> bool:
+def contention(load_1min: float, cpus: int) -> float:
+    """The share of a fast path's set-up that comes out of the class's own CPU time, from the machine's load
+    (the 1-minute average, which counts this process, busy with the class): 0 with a core free for the set-up,
+    1 when other jobs keep every core busy."""
+    others = max(0.0, load_1min - 1.0)
+    free = cpus - 1 - others
+    return min(max(1.0 - free, 0.0), 1.0)
+
+
+def worth_preparing(
+    class_seconds: float, class_bytes: int, remaining_bytes: int, floor_seconds: float, share: float = 0.0
+) -> bool:
     """Whether to start preparing the fast path: the class, at the speed measured on this input, still needs
-    longer for the rest of it than `floor_seconds`, a measured lower bound of any fast encoder's set-up (the time
-    the class took to load the same vocabulary: a fast encoder reads it too, and builds more from it)."""
+    longer for the rest of it than the set-up can take at least (`floor_seconds`), plus what the set-up takes from
+    the class meanwhile (`share` of it: contention()). Started any earlier, the class would most likely finish
+    first and the set-up's CPU time be lost to it."""
     if class_bytes <= 0 or class_seconds <= 0:
         return False  # nothing measured yet: the first slice measures
-    return remaining_bytes * class_seconds / class_bytes > floor_seconds
+    return remaining_bytes * class_seconds / class_bytes > floor_seconds * (1.0 + share)
 
 
 def _encoded(
@@ -534,11 +549,13 @@ def _encoded(
         sel.class_seconds += time.perf_counter() - t
         sel.class_bytes += r.bytes_in
         sel.class_documents += r.documents
-        if not choice.started and worth_preparing(
-            sel.class_seconds, sel.class_bytes, total_bytes - sel.class_bytes, sel.floor.seconds
-        ):
-            sel.fast_started_at_bytes = sel.class_bytes
-            choice.start()
+        if not choice.started:
+            sel.contention = contention(os.getloadavg()[0], os.cpu_count() or 1)
+            if worth_preparing(
+                sel.class_seconds, sel.class_bytes, total_bytes - sel.class_bytes, sel.floor.seconds, sel.contention
+            ):
+                sel.fast_started_at_bytes = sel.class_bytes
+                choice.start()
         yield r, None
         chunk = rest if rest is not None else next(it, None)
     if chunk is None:

@@ -21,6 +21,7 @@ from llmpt.data.prepare import (
     _encoded,
     _FastChoice,
     _Workers,
+    contention,
     known_setup_seconds,
     remember_setup_seconds,
     selection_record,
@@ -105,6 +106,18 @@ def test_the_fast_path_is_prepared_only_when_the_class_would_need_longer_than_it
     assert worth_preparing(0.1, 100_000, 500_000, floor_seconds=0.4)
     assert not worth_preparing(0.1, 100_000, 500_000, floor_seconds=0.6)
     assert not worth_preparing(0.0, 0, 10**9, floor_seconds=0.0)  # nothing measured yet
+    # every core busy: the set-up would take its own time out of the class's, so it must be worth twice as much
+    assert not worth_preparing(0.1, 100_000, 500_000, floor_seconds=0.4, share=1.0)
+    assert worth_preparing(0.1, 100_000, 900_000, floor_seconds=0.4, share=1.0)
+
+
+def test_contention_is_the_share_of_a_core_the_set_up_would_take_from_the_class():
+    assert contention(load_1min=1.0, cpus=2) == 0.0  # only this process: a core is free
+    assert contention(load_1min=0.2, cpus=2) == 0.0
+    assert contention(load_1min=1.5, cpus=2) == 0.5
+    assert contention(load_1min=4.0, cpus=2) == 1.0  # other jobs on every core
+    assert contention(load_1min=1.0, cpus=1) == 1.0  # one core: the set-up always shares it
+    assert contention(load_1min=3.0, cpus=8) == 0.0
 
 
 def test_a_fast_path_not_worth_preparing_is_never_started():
@@ -115,7 +128,7 @@ def test_a_fast_path_not_worth_preparing_is_never_started():
         out = list(_encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel, _size(chunks)))
     assert all(by is None for _, by in out) and not choice.started and pool.pool is None  # no helper spawned
     assert sel.class_documents == 200 and sel.fast_started_at_bytes is None
-    assert "more than 3600.00 s (a test), so no fast encoder was prepared" in selection_record(sel, "X")["why"]
+    assert "more than 3600.00 s (a test) x " in selection_record(sel, "X")["why"]
 
 
 def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_the_rest():
