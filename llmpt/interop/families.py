@@ -166,21 +166,11 @@ def _llama_to_hf(c: dict[str, Any], tied: bool) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": c["vocab_size"],
-        "hidden_size": c["hidden_size"],
-        "intermediate_size": c["intermediate_size"],
-        "num_hidden_layers": _layers(c),
-        "num_attention_heads": c["num_attention_heads"],
-        "num_key_value_heads": _get(c, "num_key_value_heads", c["num_attention_heads"]),
-        "max_position_embeddings": c["max_position_embeddings"],
-        "rms_norm_eps": _get(c, "rms_norm_eps", 1e-6),
-        "rope_theta": _get(c, "rope_theta", 10000.0),
+        **_rope_llama_config(c),
         "rope_scaling": _llama3_scaling(c.get("rope_scaling")),
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
-        "tie_word_embeddings": bool(c.get("tie_word_embeddings")),
-        "initializer_range": _get(c, "initializer_range", 0.02),
         **_ids(c),
     }
 
@@ -286,7 +276,7 @@ def _rope_llama_head(prefix: str) -> Callable[[dict[str, Any]], Head | None]:
 
 
 def _rope_llama_config(c: dict[str, Any]) -> dict[str, Any]:
-    """The keys qwen2 and mistral share with llama, in Hugging Face's names (the same as PaddleNLP's)."""
+    """The keys llama, qwen2 and mistral share, in Hugging Face's names (the same as PaddleNLP's)."""
     return {
         "vocab_size": c["vocab_size"],
         "hidden_size": c["hidden_size"],
