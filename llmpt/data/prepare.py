@@ -729,7 +729,7 @@ def _prepare(
             "selection": selection_record(sel, spec.tokenizer_class),
             "self_check": checker.summary(sel.fast_documents),
         }
-        if pool.pool is not None:
+        if pool.pool is not None and peak_rss_kb:  # a worker encoded (a helper the class outran reports nothing)
             encoder["worker_peak_rss_mb"] = round(peak_rss_kb / 1024, 1)
         manifest = out.finish(
             {
