@@ -65,7 +65,7 @@ def prepare_data(
         f"({result.dtype}, {result.bin_bytes / 1e6:.1f} MB) in {result.seconds:.1f} s — "
         f"{result.tokens_per_sec:,.0f} tokens/s, {mb / max(result.seconds, 1e-9):.1f} MB/s; "
         f"skipped {result.skipped} bad lines, {result.empty} empty documents; tokenizer {result.tokenizer}"
-        + (f" (encoder {result.encoder['backend']}, ids checked against PaddleNLP)" if result.encoder else ""),
+        + (f" ({_encoder_text(result.encoder)})" if result.encoder else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -103,3 +103,10 @@ def _run_with_progress(run, quiet: bool):
     finally:
         if task is not None:
             bar.stop()
+
+
+def _encoder_text(encoder: dict) -> str:
+    """What encoded the ids: PaddleNLP's class itself, or a fast encoder whose ids were checked against it."""
+    if encoder.get("backend") == "paddlenlp":
+        return "PaddleNLP's tokenizer class encoded every document"
+    return f"encoder {encoder['backend']}, ids checked against PaddleNLP's class"
