@@ -5,7 +5,7 @@ it as next-token prediction on plain ids (`causal`). ChatGLM v1 and GLM are pref
 sample in its generation layout, [gMASK] (the context: here empty) then BOS (<sop>) then the generated text, a 4-D
 attention mask and 2-D position ids (position, block position). Pretraining on a window is "generate the whole
 window": `glm_layout` builds that, as PaddleNLP's own helpers lay a generation sample out (ChatGLMTokenizer._pad;
-GLMTokenizerMixin.build_inputs_for_generation; tests/integration/test_glm_inputs.py compares them):
+GLMTokenizerMixin.build_inputs_for_generation; tests/integration/test_glm_families.py compares them):
 
     input_ids      [gMASK, BOS, w0,  w1, …, w(L-3)]           L = seq_len
     labels         [ BOS , w0,  w1,  w2, …, w(L-2)]           label i = the token after input i
