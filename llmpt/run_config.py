@@ -6,6 +6,8 @@ the ranks. Everything a rank or the supervisor needs is a field here, resume inc
 from __future__ import annotations
 
 import math
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -249,12 +251,15 @@ class RunConfig(_Section):
 def write_run_yaml(cfg: RunConfig, path: Path) -> RunConfig:
     """Write run.yaml and read it back: what the ranks will see is what was validated."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # a temporary of this process's own: the nodes of a multi-node run write the shared run directory's run.yaml at
+    # once (a shared name let one node rename another's half-written file into place); checked before the rename
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
-    tmp.replace(path)
-    back = load_run_yaml(path)
+    back = load_run_yaml(tmp)
     if back != cfg:
+        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"{path}: run.yaml does not round-trip")
+    tmp.replace(path)
     return back
 
 

@@ -54,13 +54,3 @@ def test_matrix_verify_stores_results_that_matrix_shows(llmpt, tmp_path):
     assert "cpu" not in gpt["cells"]["tp"]
     r = llmpt_in(llmpt, tmp_path, "matrix", "--verify", "--cells", "nope")
     assert r.returncode == 2 and "--cells: unknown column 'nope'" in r.stderr
-
-
-def test_tune_rehearses_its_pick_on_cpu_ranks(llmpt, tmp_path):
-    """`llmpt tune --rehearse`: the first candidate's layout, run by `llmpt rehearse` (tiny model, CPU ranks)."""
-    r = llmpt_in(llmpt, tmp_path, "tune", "llama-tiny", "--gpus", "2", "--top", "1", "--rehearse", "--json")
-    doc = json.loads(r.stdout)
-    assert r.returncode == 0, (doc, r.stderr[-2000:])
-    (best,) = doc["candidates"]
-    rehearsal = doc["rehearsal"]
-    assert rehearsal["strategy"] == best["strategy"] and rehearsal["ranks"] == 2 and rehearsal["passed"], rehearsal

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from llmpt.run_dir import RunDir
 from tests.integration.conftest import losses
 
 pytest.importorskip("paddlenlp")
@@ -36,7 +37,7 @@ def planned(out: Path) -> dict:
 
 
 def ranks(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "ranks").glob("rank*.json"))]
+    return [json.loads(p.read_text()) for p in RunDir(out).rank_reports()]  # ranks/rankN.json, not progress files
 
 
 @pytest.fixture(scope="module")
