@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 tests/unit tests/bad_inputs
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmpt tests bench scripts
