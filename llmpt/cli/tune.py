@@ -41,7 +41,7 @@ def tune(
     from llmpt.planner.devices import resolve_device
     from llmpt.planner.estimate import Layout
     from llmpt.planner.search import fewest_devices
-    from llmpt.planner.tune import rank
+    from llmpt.planner.tune import rank, replica_counts
     from llmpt.resolve import RunRequest, resolve_plan
     from llmpt.resolve.layout import replay_sets
 
@@ -68,6 +68,14 @@ def tune(
                    set_items=("strategy.batch.micro_batch_size=1", "strategy.batch.grad_accum=1"))
     )  # fmt: skip
     base = Layout(spec, base_plan.strategy, base_plan.expansion.degrees, seq, per_node)
+    replicas = replica_counts(world, per_node, spec.num_hidden_layers)
+    if not any((tokens // seq) % r == 0 for r in replicas):
+        fit = min(replicas) * seq * max(1, -(-tokens // (min(replicas) * seq)))
+        raise LlmptError(
+            f"--global-batch {tokens}: {tokens // seq} sequences of {seq} cannot be split evenly over {world} devices "
+            f"(every layout has {', '.join(map(str, replicas))} data-parallel replicas)",
+            f"pass --global-batch {fit}, or another device count",
+        )
     picked, weighed = rank(base, world, per_node, tokens // seq, device, top)
     doc = {
         "model": spec.id,

@@ -111,6 +111,14 @@ def _order(lay: Layout, e: Estimate) -> tuple:
     return (-speed, p.offload, p.stage if lay.degrees.sharding > 1 else 0, recompute, e.memory_mb_per_card)
 
 
+def replica_counts(world: int, per_node: int, layers: int) -> list[int]:
+    """How many data-parallel replicas (dp x sharding) the layouts of `world` devices can have: world / (tp x pp)."""
+    return sorted(
+        {world // (tp * pp) for tp in TP_CHOICES for pp in PP_CHOICES
+         if tp <= per_node and pp <= layers and world % (tp * pp) == 0}
+    )  # fmt: skip
+
+
 def rank(base: Layout, world: int, per_node: int, global_seqs: int, device: Device, top: int) -> tuple[list, int]:
     """The `top` fastest layouts that fit (fewer if fewer fit), fastest first; and how many layouts were weighed.
     The matrix and shape checks (`allowed`) run only on the estimates that could make the list."""

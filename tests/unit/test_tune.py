@@ -77,3 +77,12 @@ def test_nothing_fits_names_the_fewest_devices(cli):
 def test_a_global_batch_that_is_not_whole_sequences_is_refused(cli):
     r = cli("tune", "llama2-7b", "--gpus", "8", "--global-batch", "1000")
     assert r.exit_code == 2 and "--global-batch 1000: not a whole number of 4096-token sequences" in r.output
+
+
+def test_a_global_batch_no_layout_can_split_is_refused_with_one_that_can(cli):
+    """6 devices: every layout has 3 or 6 data-parallel replicas, and 64 sequences divide by neither; the refusal
+    names a global batch that divides (66 sequences), and that one is answered."""
+    r = cli("tune", "llama2-7b", "--gpus", "6")
+    assert r.exit_code == 2 and "every layout has 3, 6 data-parallel replicas" in r.output, r.output
+    doc = tune(cli, "llama2-7b", "--gpus", "6", "--global-batch", str(66 * 4096), "--top", "1")
+    assert doc["candidates"] and doc["candidates"][0]["fits"]
