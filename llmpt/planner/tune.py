@@ -25,7 +25,10 @@ MAX_MICRO_BATCH = 16
 class Candidate:
     layout: Layout
     estimate: Estimate
-    fits: bool
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.estimate.fits)
 
     @property
     def speed(self) -> float:
@@ -120,7 +123,7 @@ def replica_counts(world: int, per_node: int, layers: int) -> list[int]:
 
 
 def rank(base: Layout, world: int, per_node: int, global_seqs: int, device: Device, top: int) -> tuple[list, int]:
-    """The `top` fastest layouts that fit (fewer if fewer fit), fastest first; and how many layouts were weighed.
+    """The `top` fastest layouts that fit (fewer if fewer fit), fastest first; and how many layouts fit.
     The matrix and shape checks (`allowed`) run only on the estimates that could make the list."""
     scored = []
     for parallel, per_replica in layouts(base, world, per_node, global_seqs):
@@ -142,7 +145,7 @@ def rank(base: Layout, world: int, per_node: int, global_seqs: int, device: Devi
         if key in seen or not allowed(lay):
             continue
         seen.add(key)
-        picked.append(Candidate(lay, e, True))
+        picked.append(Candidate(lay, e))
         if len(picked) == top:
             break
     return picked, len(scored)
