@@ -76,7 +76,7 @@ def tune(
             f"(every layout has {', '.join(map(str, replicas))} data-parallel replicas)",
             f"pass --global-batch {fit}, or another device count",
         )
-    picked, weighed = rank(base, world, per_node, tokens // seq, device, top)
+    picked, fitting = rank(base, world, per_node, tokens // seq, device, top)
     doc = {
         "model": spec.id,
         "gpus": world,
@@ -84,7 +84,7 @@ def tune(
         "device_type": device.name,
         "seq_len": seq,
         "global_batch_tokens": tokens,
-        "layouts_weighed": weighed,
+        "layouts_that_fit": fitting,
         "candidates": [
             {
                 "strategy": c.layout.strategy.name,
@@ -116,7 +116,7 @@ def tune(
         return
     table = Table(
         title=f"{spec.id} on {world} x {device.name}, seq {seq}, {tokens} tokens per step "
-        f"({weighed} layouts fit of those weighed)",
+        f"({fitting} layouts fit)",
         title_justify="left",
     )
     for col in ("#", "strategy", "tokens/card/s", "MFU", "memory (MB)", "why"):
