@@ -32,6 +32,34 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+class MetricsTail:
+    """metrics.jsonl read as it grows: each read() parses only the complete lines appended since the last one, so a
+    progress line every few seconds costs the new steps, not the whole run (a 100k-step run's file is ~30 MB)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        self._offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                if f.seek(0, 2) < self._offset:  # replaced by a shorter file (a new run in the same directory)
+                    self.records, self._offset = [], 0
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.records
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                self.records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut when a run died, then appended to by the resumed run
+        return self.records
+
+
 def step_times(records: list[dict[str, Any]]) -> dict[int, float]:
     """Seconds each step took: the gap between its step-end event and the previous one."""
     ends = {r["step"]: r["t"] for r in records if r.get("event") in (EVENT_STEP, EVENT_BEGIN)}

@@ -25,7 +25,7 @@ from llmpt.launch.checkpoints import checkpoints, is_complete
 from llmpt.launch.command import RANK_ENTRY, RunPorts, run_launch_command
 from llmpt.launch.hang import HangWatch, local_rank_pids
 from llmpt.launch.state import write_state
-from llmpt.launch.summary import plot_losses, read_metrics, summarize
+from llmpt.launch.summary import MetricsTail, plot_losses, summarize
 from llmpt.run_config import RunConfig, write_run_yaml
 from llmpt.run_dir import (
     STATE_FAILED,
@@ -210,7 +210,7 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
     env = dict(os.environ)
     if cfg.master:  # the store and group-store ports derived from --master's (checked free before the first write)
         env.update(RunPorts(int(cfg.master.rpartition(":")[2])).env())
-    metrics = run.metrics
+    metrics = MetricsTail(run.metrics)
     steps = {"max_steps": cfg.train.max_steps, "node_rank": cfg.node_rank or 0}
     write_state(out, STATE_RUNNING, **steps)
     hangs = HangWatch(run, cfg.train.hang_timeout_s)
@@ -228,7 +228,7 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
         try:
             while proc.poll() is None:
                 if progress and polls % 5 == 0:
-                    progress({"records": read_metrics(metrics)})
+                    progress({"records": metrics.read()})
                 polls += 1
                 for d in dead_ranks(out):
                     if d not in seen_dead:
@@ -267,7 +267,7 @@ def run_training(cfg: RunConfig, progress: ProgressFn | None = None, poll_second
                 f"the last complete checkpoint (if any) is kept in {out}; continue with --resume",
             ) from None
     if progress:
-        progress({"records": read_metrics(metrics), "done": True})
+        progress({"records": metrics.read(), "done": True})
     stopped = _how_ranks_stopped(run)
     if preempt.signal is not None or "preempted" in stopped.values():
         _end_preempted(cfg, run, stopped, preempt.signal, steps)
