@@ -183,8 +183,13 @@ def _mix(prefixes, given, facts, layers, train, plan) -> tuple[list[float], list
     for p, t, w in zip(prefixes, tokens, given, strict=True):
         e = run_tokens * w / (t * train_share) if t else None
         epochs.append(None if e is None else round(e, 4))
-        seen = "unknown" if e is None else f"{e:.2f}"
-        layers.notes.append(f"data {p}: {t if t is not None else '?'} tokens, weight {w:.3f}, ~{seen} epochs")
+        if t is None:  # the shipped corpus before launch prepares it: its size is not known yet
+            layers.notes.append(
+                f"data {p}: weight {w:.3f}; prepared at launch, so its tokens and epochs are not known yet"
+            )
+        else:
+            seen = "no" if e is None else f"~{e:.2f}"
+            layers.notes.append(f"data {p}: {t} tokens, weight {w:.3f}, {seen} epochs")
     return given, epochs
 
 
