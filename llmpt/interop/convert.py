@@ -18,20 +18,41 @@ from llmpt.interop.source import CONVERTED_MARKER, hf_names
 
 def to_hf(family: str, config: dict[str, Any], tensors: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """PaddleNLP tensors (unfused, float32 or the stored dtype) -> (Hugging Face tensors by name, whether the head
-    is tied to the embedding, so not written). A head that still equals the embedding is written tied."""
+    is tied to the embedding, so not written), eagerly (see hf_producers)."""
+    producers, tied = hf_producers(family, config, tensors.__getitem__, {n: tuple(a.shape) for n, a in tensors.items()})
+    return {n: make() for n, (_, make) in producers.items()}, tied
+
+
+def hf_producers(
+    family: str, config: dict[str, Any], get: Callable[[str], Any], shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, tuple[tuple[int, ...], Callable[[], Any]]], bool]:
+    """Hugging Face name -> (shape, a function making the tensor from the PaddleNLP ones `get` returns), and whether
+    the head is tied to the embedding (then not written), so that an export holds one tensor at a time, not the
+    model (a 70B model is 280 GB in float32). A head that still equals the embedding is written tied."""
     import numpy as np
 
     conv = families.conversion(family)
-    out = {r.hf: r.to_hf([tensors[p] for p in r.paddle]) for r in conv.rules(config)}
+    out: dict[str, tuple[tuple[int, ...], Callable[[], Any]]] = {
+        r.hf: (r.hf_shape(shapes), lambda r=r: r.to_hf([get(p) for p in r.paddle])) for r in conv.rules(config)
+    }
     head = conv.head(config)
     tied = True
     if head is not None and head.paddle is not None:
-        arr = tensors[head.paddle]
-        emb = tensors[head.embedding]
-        same = head.kind == "copy" and arr.shape == emb.shape and np.array_equal(arr, emb)
+        same = (
+            head.kind == "copy"
+            and shapes[head.paddle] == shapes[head.embedding]
+            and np.array_equal(get(head.paddle), get(head.embedding))
+        )
         tied = same and bool(conv.to_hf(config, True).get("tie_word_embeddings"))
         if not tied:
-            out[head.hf] = np.ascontiguousarray(arr.T) if head.kind == "linear" else arr
+            linear = head.kind == "linear"
+            shape = tuple(reversed(shapes[head.paddle])) if linear else shapes[head.paddle]
+
+            def make(name: str = head.paddle, linear: bool = linear) -> Any:
+                arr = get(name)
+                return np.ascontiguousarray(arr.T) if linear else arr
+
+            out[head.hf] = (shape, make)
     elif head is None:
         tied = bool(config.get("tie_word_embeddings"))
     return out, tied
@@ -89,24 +110,43 @@ TORCH_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
 def write_model(
-    out_dir: Path, fmt: str, family: str, config: dict[str, Any], tensors: dict[str, Any], dtype: str, max_bytes: int
+    out_dir: Path,
+    fmt: str,
+    family: str,
+    config: dict[str, Any],
+    tensors: dict[str, Any],
+    dtype: str,
+    max_bytes: int,
+    stored: dict[str, str] | None = None,
 ) -> Written:
-    """A PaddleNLP state (unfused, float32) as a model directory: `hf` (Hugging Face's names, layout and config,
-    safetensors marked "pt") or `paddle` (PaddleNLP's, safetensors marked "np", which its from_pretrained reads;
-    numpy has no bfloat16, so bf16 is written as float32 there, exactly)."""
+    """A PaddleNLP state (unfused) as a model directory: `hf` (Hugging Face's names, layout and config, safetensors
+    marked "pt") or `paddle` (PaddleNLP's, safetensors marked "np", which its from_pretrained reads; numpy has no
+    bfloat16, so bf16 is written as float32 there, exactly). `tensors` are float32, or as stored (memory maps) with
+    `stored` giving each one's safetensors dtype: then each is read, converted and written one at a time."""
     conv = families.conversion(family)
+
+    def get(name: str) -> Any:
+        return safetensors.to_float32(tensors[name], stored[name]) if stored is not None else tensors[name]
+
+    shapes = {n: tuple(a.shape) for n, a in tensors.items()}
     if fmt == "hf":
-        out, tied = to_hf(family, config, tensors)
+        producers, tied = hf_producers(family, config, get, shapes)
         out_config = {**conv.to_hf(config, tied), "torch_dtype": TORCH_DTYPES[dtype], "use_cache": True}
         metadata = {"format": "pt"}
     else:
-        out = {n: tensors[n] for n in conv.paddle_shapes(config) if n in tensors}
+        producers = {n: (shapes[n], lambda n=n: get(n)) for n in conv.paddle_shapes(config) if n in tensors}
         head = conv.head(config)
         tied = head is None or head.paddle is None
         dtype = "F32" if dtype == "BF16" else dtype
         out_config = {**config, "dtype": TORCH_DTYPES[dtype]}
         metadata = {"format": "np"}
-    pend = {n: safetensors.pending(a, dtype) for n, a in out.items()}
+    item = safetensors.ITEM_SIZES[dtype]
+    pend = {
+        n: safetensors.Pending(
+            dtype, shape, item * _numel(shape), lambda make=make: safetensors.encode(make(), dtype)[1]
+        )
+        for n, (shape, make) in producers.items()
+    }
     files = safetensors.write_sharded(out_dir, pend, metadata, max_bytes)
     (out_dir / "config.json").write_text(json.dumps(out_config, indent=2) + "\n")
     params = sum(_numel(p.shape) for p in pend.values())

@@ -201,11 +201,10 @@ def export(given: str, output: str, fmt: str = "hf", dtype: str | None = None, m
     write_dtype = (
         DTYPES[dtype] if dtype else (stored[0] if len(stored) == 1 and stored[0] in DTYPES.values() else "F32")
     )
-    tensors = {n: safetensors.to_float32(a, state.dtypes[n]) for n, a in state.tensors.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        written = convert.write_model(tmp, fmt, src.family, config, tensors, write_dtype, max_bytes)
+        written = convert.write_model(tmp, fmt, src.family, config, state.tensors, write_dtype, max_bytes, state.dtypes)
         tok_files = copy_tokenizer(src.tokenizer_dir, tmp, hf_names=fmt == "hf") if src.tokenizer_dir else []
         files = [*written.files, *tok_files]
         if out.exists():

@@ -406,6 +406,37 @@ def test_export_in_paddle_layout_reloads_as_the_same_tensors(cli, tmp_path):
     assert all(np.array_equal(safetensors.load(back[n]), state[n].astype(np.float16)) for n in state)
 
 
+def test_export_converts_one_tensor_at_a_time(tmp_path):
+    """A bf16 checkpoint of 25M parameters (100 MB as float32) exports to bf16 Hugging Face files while Python holds
+    a few of its 0.7 MB tensors at a time, not the model in float32 (a 70B export would need 280 GB)."""
+    import tracemalloc
+
+    from llmpt.interop.export import export
+
+    config = tiny_config("llama-tiny", hidden_size=256, intermediate_size=688, num_hidden_layers=32)
+    state = random_state("llama", config)
+    d = tmp_path / "saved"  # a save_pretrained() directory
+    d.mkdir()
+    safetensors.write_sharded(d, {n: safetensors.pending(a, "BF16") for n, a in state.items()}, {"format": "np"}, 2**40)
+    (d / "config.json").write_text(json.dumps(config))
+    fp32_bytes = sum(a.nbytes for a in state.values())
+    largest = max(a.nbytes for a in state.values())
+    del state
+    tracemalloc.start()
+    try:
+        report = export(str(d), str(tmp_path / "hf"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["dtype"] == "bf16" and fp32_bytes > 90 * largest
+    assert peak < 10 * largest, f"peak {peak / 2**20:.1f} MiB for a {fp32_bytes / 2**20:.0f} MiB float32 model"
+    back = safetensors.read_headers(tmp_path / "hf")
+    stored = safetensors.read_headers(d)
+    q = "layers.31.self_attn.q_proj.weight"
+    # the bf16 bits exactly, transposed into Hugging Face's layout
+    assert np.array_equal(safetensors.load(back[f"model.{q}"]), safetensors.load(stored[f"llama.{q}"]).T)
+
+
 # ---- llmpt train --init-from (dry run: nothing converted, nothing written) ------------------------------------
 
 
