@@ -25,7 +25,10 @@ class Device(BaseModel):
     memory_mb: float = Field(gt=0, description="Total device memory, MiB (as nvidia-smi reports it).")
     peak_tflops: dict[str, float] = Field(description="Dense tensor-core peak per compute dtype.")
     link_gbs: float = Field(gt=0, description="Per-device one-direction bandwidth inside a node, GB/s.")
-    expected_hfu: float = Field(gt=0, le=1, description="Share of peak a step's matmuls reach.")
+    hbm_gbs: float = Field(gt=0, description="Device memory bandwidth from the datasheet, GB/s.")
+    expected_hfu: float = Field(
+        gt=0, le=1, description="Share of peak the matmuls reach (memory-bound kernels are timed apart)."
+    )
     calibrated: bool = Field(description="expected_hfu fitted on measured runs (else an assumption).")
     source: str
 

@@ -29,15 +29,27 @@ from llmpt.strategies.parallel_dims import ParallelDims
 from llmpt.strategies.schema import Strategy
 
 MiB = 2**20
-# Calibrated on the seed's 8xA100 table (bench/plan_vs_seed.py): what Paddle allocates beyond the tensors counted
-# here (workspaces, communication and clip-grad temporaries, the causal mask), per GPU.
-RUNTIME_MB_GPU = 10600.0
+# ---- fitted on the seed table (bench/plan_vs_seed.py refits both and prints the leave-one-out error) ----
+# 1. What Paddle allocates beyond the tensors counted here (workspaces, clip-grad and cast temporaries, the causal
+#    mask; max_memory_allocated, so not the CUDA context), per GPU: the minimax fit over the seed's 11 rows.
+RUNTIME_MB_GPU = 10500.0
+# 2. The matmuls' share of tensor-core peak: devices.yaml expected_hfu of the A100/A800 rows (minimax fit).
+# ---- not fitted: measured elsewhere or from a cited physical source ----
 RUNTIME_MB_CPU = 700.0  # a CPU rank's Python + Paddle + PaddleNLP before any tensor (measured: the demo's RSS)
-# The seed's note: physical use is 2-3 GB above max_memory_allocated (allocator cache, CUDA context).
-RESERVE_MB_GPU = 3072.0
+# What the card holds outside max_memory_allocated. The seed's note (SEED.md section 4): physical use is 2-3 GB above
+# max_memory_allocated on the 80 GB A100. Of that, the CUDA context with cuBLAS/cuDNN handles is a fixed size (a few
+# hundred MB on Ampere/Hopper: assumed 512 MiB); the rest is the auto-growth allocator's cached, fragmented blocks,
+# which grow with what the card can hold: the seed's upper 3 GB less the context, as a share of the 80 GB card.
+CUDA_CONTEXT_MB = 512.0
+ALLOCATOR_SHARE = (3072.0 - CUDA_CONTEXT_MB) / 81920.0  # 3.1% of the card
+RESERVE_MB_GPU = CUDA_CONTEXT_MB + ALLOCATOR_SHARE * 81920.0  # the 80 GB card's (llmpt/models/matrix.py reads it)
 INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
-LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth
-GEMM_HALF_TOKENS = 128  # tokens per micro batch at which matmuls run at half their large-batch efficiency
+LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth (nccl-tests busbw on NVLink)
+# Memory-bound kernels (norms, residual adds, rotary, activation functions, casts, softmax/cross-entropy, the
+# optimizer update) move bytes, not FLOPs: timed at this share of the datasheet HBM bandwidth (devices.yaml hbm_gbs).
+# Streaming copies reach ~90% of peak on A100/H100 (NVIDIA's bandwidthTest, STREAM-style microbenchmarks); framework
+# elementwise kernels with launch gaps a little less: 0.8 is a stated assumption, not a fit.
+HBM_EFFICIENCY = 0.8
 # Optimizer offload (sharding stage 2/3 with offload: Paddle's group-sharded optimizer keeps master weights and
 # moments in host memory and updates them there, synchronously, after the gradients). No seed row offloads: both
 # numbers are stated assumptions, not fits. PCIe 4.0 x16 carries 32 GB/s each way nominal (PCI-SIG), ~25 achieved.
@@ -80,6 +92,7 @@ class Estimate:
     tokens_per_card_per_sec: float | None = None
     mfu: float | None = None
     hfu: float | None = None
+    step_time_parts: dict[str, float] = field(default_factory=dict)  # seconds per step by part (step_parts)
     notes: list[str] = field(default_factory=list)
     knob: dict[str, Any] | None = None
     knob_layout: Layout | None = None  # the layout `knob` describes (not serialised)
@@ -101,6 +114,7 @@ class Estimate:
             "model_flops_per_token": self.model_flops_per_token,
             "hardware_flops_per_token": self.hardware_flops_per_token,
             "step_time_s": None if self.step_time_s is None else round(self.step_time_s, 4),
+            "step_time_s_parts": {k: round(v, 4) for k, v in self.step_time_parts.items()},
             "tokens_per_card_per_sec": (
                 None if self.tokens_per_card_per_sec is None else round(self.tokens_per_card_per_sec, 2)
             ),
@@ -170,6 +184,9 @@ def layer_activation_bytes(lay: Layout, tokens: int) -> tuple[float, float]:
     attn_in = h * b / sp
     mlp_in = h * b / sp
     masks = 2 * h * mask / sp
+    # each norm saves its per-token statistics in float32 for backward: RMSNorm the reciprocal RMS (4 bytes), the
+    # LayerNorm of GPT-style blocks the mean and the reciprocal deviation (8)
+    masks += 2 * (4 if d.gated else 8) / sp
     qkv = (d.q_dim + 2 * d.kv_dim) * b / t
     context = d.q_dim * b / t
     mlp = (4 if d.gated else 2) * f * b / t
@@ -226,8 +243,44 @@ def logits_bytes(lay: Layout) -> float:
     return tokens * d.vocab / deg.tp * per + 2 * tokens * d.hidden * _bytes(s.precision.dtype)
 
 
-def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
-    """Per-card memory (MiB) of the busier pipeline stage, by component; and that card's parameter count."""
+def comm_buffer_bytes(lay: Layout, activations_and_logits: float, n_card: int) -> float:
+    """Communication buffers beyond the tensors above, on one card.
+
+    - pipeline: Paddle's p2p (fleet/meta_parallel/pp_utils/p2p_communication.py) receives each micro batch's
+      activation forward and its gradient backward into fresh [micro_batch, seq, hidden] tensors: two in flight.
+    - data parallel beside tp or pp: the hybrid optimizer all-reduces the gradients through
+      fleet/utils/hybrid_parallel_util.py fused_allreduce_gradients, whose build_groups concatenates every gradient
+      into 128 MB buckets that all live until _split_tensors copies them back: a second copy of the card's
+      gradients, at the step's end when the activations are already freed (so only what exceeds them counts).
+    - pure data parallel (paddle.DataParallel's reducer) and sharding stage 1/2 (DygraphShardingOptimizer reduces per
+      parameter; GroupShardedStage2 fuses only parameters under 2^23 elements, i.e. norms and biases) add nothing
+      measurable; their remainder is in the fitted runtime term.
+    """
+    s, deg = lay.strategy, lay.degrees
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    b = _bytes(s.precision.dtype)
+    held = 0.0
+    if deg.pp > 1:
+        held += 2 * s.batch.micro_batch_size * lay.seq_len / (deg.sep * deg.cp) * d.hidden * b
+    step_end = 0.0
+    if deg.dp > 1 and deg.sharding == 1 and (deg.tp > 1 or deg.pp > 1):
+        step_end = n_card * _grad_bytes(lay)
+    return held + max(0.0, step_end - activations_and_logits)
+
+
+def _grad_bytes(lay: Layout) -> int:
+    """Bytes of one gradient element: fp32 unless AMP O2 keeps them in the compute dtype (no master_grad)."""
+    p = lay.strategy.precision
+    o2 = p.dtype != "fp32" and p.amp_level == "O2"
+    return 2 if (o2 and not p.master_grad) else 4
+
+
+def stage_memory(lay: Layout) -> tuple[tuple[dict[str, float], int], tuple[dict[str, float], int]]:
+    """(bytes by component, parameters) of a card of the first and of the last pipeline stage (the same with pp1).
+
+    Stages differ (1F1B, Narayanan et al. 2021): the first holds the embedding and pp micro batches of activations in
+    flight, the last one micro batch but the LM head (+ the tied embedding's copy) and the logits with the
+    cross-entropy's float32 buffers ([micro_batch, seq, vocab/tp])."""
     g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
     deg = lay.degrees
     first_n, last_n = stage_params(g, deg.tp, deg.pp)
@@ -235,13 +288,22 @@ def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
     act_first, act_last = activation_bytes(lay)
     first = _state_bytes(first_n, layer_params, lay) | {"activations": act_first, "logits_and_loss": 0.0}
     last = _state_bytes(last_n, layer_params, lay) | {"activations": act_last, "logits_and_loss": logits_bytes(lay)}
-    tables = math.ceil(g.layers / deg.pp) * rotary_table_bytes(
-        lay.spec, lay.seq_len, lay.from_scratch, _bytes(lay.strategy.precision.dtype)
-    )
-    first["rotary_tables"] = last["rotary_tables"] = float(tables)
     if deg.pp == 1:
         first["logits_and_loss"] = last["logits_and_loss"]
         last = first
+    tables = math.ceil(g.layers / deg.pp) * rotary_table_bytes(
+        lay.spec, lay.seq_len, lay.from_scratch, _bytes(lay.strategy.precision.dtype)
+    )
+    for stage, n in ((first, first_n), (last, last_n)):
+        stage["rotary_tables"] = float(tables)
+        stage["comm_buffers"] = comm_buffer_bytes(lay, stage["activations"] + stage["logits_and_loss"], n)
+    return (first, first_n), (last, last_n)
+
+
+def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
+    """Per-card memory (MiB) of the busier pipeline stage (stage_memory), by component; and that card's parameter
+    count."""
+    (first, first_n), (last, last_n) = stage_memory(lay)
     busiest, n = (first, first_n) if sum(first.values()) >= sum(last.values()) else (last, last_n)
     out = {k: v / MiB for k, v in busiest.items()}
     out["runtime"] = runtime_mb
@@ -249,14 +311,114 @@ def memory(lay: Layout, runtime_mb: float) -> tuple[dict[str, float], int]:
 
 
 def flops_per_token(lay: Layout) -> tuple[float, float]:
-    """(model FLOPs, hardware FLOPs) per trained token: 3 x forward, plus the forward recompute repeats."""
+    """(model FLOPs, hardware FLOPs) per trained token: 3 x forward, plus what recompute repeats of the forward.
+
+    Recompute repeats decoder layers only (PaddleNLP wraps each layer, or its attention, or the core attention, in
+    recompute; the embedding and LM head never): full = every layer's matmuls and attention again (about +33% of the
+    step's FLOPs: 1 of 3 forward-equivalents); full_attn = the attention block's projections and core; core_attn =
+    softmax(QK^T)V alone (Korthikanti et al. 2022, section 5: selective recompute)."""
     matmul, attention = forward_flops_per_token(lay.spec, lay.seq_len, lay.from_scratch)
     model = 3 * (matmul + attention)
     g = lay.strategy.recompute.granularity
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     attn_matmul = 2.0 * d.layers * (d.hidden * (d.q_dim + 2 * d.kv_dim) + d.q_dim * d.hidden)
-    extra = {"off": 0.0, "core_attn": attention, "full_attn": attention + attn_matmul, "full": matmul + attention}[g]
-    return model, model + extra
+    layers_matmul = matmul - 2.0 * d.vocab * d.hidden
+    extra = {
+        "off": 0.0,
+        "core_attn": attention,
+        "full_attn": attention + attn_matmul,
+        "full": layers_matmul + attention,
+    }
+    return model, model + extra[g]
+
+
+# Families whose projections carry biases (q/k/v at least): their bias adds are separate elementwise passes
+BIASED_QKV = {"qwen", "qwen2", "chatglm2", "gpt", "opt", "bloom", "chatglm", "glm"}
+
+
+def layer_traffic_bytes(lay: Layout, tokens: float) -> tuple[float, float, float]:
+    """Bytes one decoder layer's memory-bound kernels move in one forward over `tokens` tokens on one card:
+    (attention block outside the core, MLP block, core attention's score-sized traffic).
+
+    Each elementwise kernel reads its inputs and writes its output once (fused kernels as PaddleNLP's pretrain configs
+    enable them: fused RMSNorm, fused rotary, flash attention). Per token, in elements of the compute dtype:
+    - a norm reads and writes h; a residual add reads 2h and writes h; norms and residuals see the whole hidden state
+      on every tensor-parallel rank unless sequence parallel splits it (Korthikanti et al. 2022, section 4.2.2);
+    - LLaMA-style (RMSNorm, SwiGLU): rotary reads and writes q and k; SwiGLU reads gate and up, writes their product;
+    - GPT-style (LayerNorm with bias, GELU 4h MLP): a bias add on q/k/v, on the attention output, on fc1 and fc2
+      (read and write each), GELU reads and writes the 4h activation; dropout (when set) reads, writes and stores a
+      1-byte mask per site;
+    - core attention: flash attention keeps scores on chip and moves nothing score-sized, except a dense additive bias
+      (ALiBi) it reads per head; without flash, QK^T writes the scores, softmax reads them and writes the
+      probabilities, which AV reads: 4 x heads x seq per token (+3 with dropout on the probabilities)."""
+    s = lay.strategy
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    t = lay.degrees.tp
+    b = _bytes(s.precision.dtype)
+    sp = t if (s.parallel.sequence_parallel and t > 1) else 1
+    h = d.hidden / sp
+    q, kv, f = d.q_dim / t, d.kv_dim / t, d.ffn / t
+    drop = 2 * h * b + h if lay.dropout > 0 else 0.0  # read, write and a 1-byte mask per dropout site
+    bias = 2 * (q + 2 * kv) if lay.spec.family in BIASED_QKV else 0.0
+    if d.gated:
+        rope = 2 * (q + kv) if lay.spec.position == "rope" else 0.0
+        attn = (2 * h + rope + bias + 3 * h) * b
+        mlp = (2 * h + 3 * f + 3 * h) * b
+    else:
+        attn = (2 * h + bias + 2 * h + 3 * h) * b + drop
+        mlp = (2 * h + 2 * f + 2 * f + 2 * h + 3 * h) * b + drop
+    heads = d.heads / t
+    if s.kernels.flash_attention:
+        core = heads * lay.seq_len * b if d.alibi else 0.0
+    else:
+        core = heads * lay.seq_len * (4 + (3 if lay.dropout > 0 else 0)) * b
+    return attn * tokens, mlp * tokens, core * tokens
+
+
+# Bytes the cross-entropy moves per logit (vocabulary-parallel under tp): the cast of the logits to float32 (read b,
+# write 4), softmax with cross-entropy forward (read 4, write the saved softmax 4) and backward (read 4, write the
+# float32 gradient 4), the gradient's cast back (read 4, write b). PaddleNLP's pretraining criterion upcasts the
+# logits (LlamaPretrainingCriterion: logits.astype("float32")).
+def _logit_traffic(b: int) -> int:
+    return 2 * b + 24 if b != 4 else 16
+
+
+def step_traffic_bytes(lay: Layout, n_card: int) -> tuple[float, float]:
+    """(bytes of memory-bound traffic per micro batch through the layers and the loss, bytes per optimizer step)
+    on one card, averaged over pipeline stages as the FLOPs are.
+
+    Per micro batch: each layer's forward traffic, twice that backward (each elementwise backward reads the saved
+    input and the output gradient and writes the input gradient), once more for what recompute repeats; the
+    cross-entropy over the vocabulary; the gradient accumulation (each micro batch's low-precision gradient cast and
+    added into the float32 one: read 2, read and write 4 each; without master_grad, the add in place).
+    Per step, over the card's optimizer shard: the update (AdamW reads and writes the fp32 master weight and both
+    moments, reads the gradient and writes the low-precision weight), the global-norm clip's read of every gradient,
+    and with fp16 the loss scaler's check_finite_and_unscale (read and write every gradient) — bf16 needs no scaler.
+    """
+    s, deg = lay.strategy, lay.degrees
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    b = _bytes(s.precision.dtype)
+    tokens = s.batch.micro_batch_size * lay.seq_len / (deg.sep * deg.cp)
+    attn, mlp, core = layer_traffic_bytes(lay, tokens)
+    g = s.recompute.granularity
+    again = {"off": 0.0, "core_attn": core, "full_attn": attn + core, "full": attn + mlp + core}[g]
+    layers = d.layers / deg.pp
+    micro = layers * (3 * (attn + mlp + core) + again)
+    micro += tokens * d.vocab / deg.tp * _logit_traffic(b) / deg.pp
+    gb = _grad_bytes(lay)
+    o2 = b != 4 and s.precision.amp_level == "O2"
+    if gb == 4 and o2:  # main_grad: every micro batch's bf16/fp16 gradient is cast-added into the float32 one
+        micro += n_card * (b + 8)
+    elif s.batch.grad_accum > 1:
+        micro += n_card * 3 * gb * (s.batch.grad_accum - 1) / s.batch.grad_accum
+    shard = n_card / deg.sharding if (deg.sharding > 1 and s.parallel.stage >= 1) else n_card
+    if s.parallel.offload and deg.sharding > 1:
+        update = 0.0  # the host updates (offload_time)
+    else:
+        state = 2 * OPTIMIZER_STATE_BYTES[lay.optimizer]  # moments read and written
+        update = state + 8 + gb + (b if o2 else 0)  # master (or fp32 weight) read and written, grad, new weight
+    step = shard * (update + gb + (2 * gb if s.precision.dtype == "fp16" else 0))
+    return micro, step
 
 
 def _group_bandwidth(lay: Layout, device: Device, degree: int, stride: int) -> float:
@@ -265,8 +427,9 @@ def _group_bandwidth(lay: Layout, device: Device, degree: int, stride: int) -> f
     return (device.link_gbs if within else INTER_NODE_GBS) * 1e9 * LINK_EFFICIENCY
 
 
-def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int) -> tuple[float, float]:
-    """(seconds per optimizer step on one card, hardware FLOPs utilisation of that time)."""
+def step_parts(lay: Layout, device: Device, state: dict[str, float], n_card: int) -> dict[str, float]:
+    """Seconds per optimizer step on one card, by part: matmuls at the device's matmul efficiency, memory-bound
+    kernels at its HBM bandwidth, the pipeline bubble, communication the strategy cannot hide, offload."""
     s, deg = lay.strategy, lay.degrees
     dtype = s.precision.dtype
     peak = device.peak_tflops[dtype] * 1e12
@@ -274,34 +437,69 @@ def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int)
     tokens_mb = s.batch.micro_batch_size * lay.seq_len
     tokens_step = tokens_mb * s.batch.grad_accum  # per data-parallel replica
     _, hw = flops_per_token(lay)
-    efficiency = device.expected_hfu * tokens_mb / (tokens_mb + GEMM_HALF_TOKENS)
-    compute = tokens_step * hw / mp / (peak * efficiency)
-    bubble = 0.0
-    if deg.pp > 1:
-        bubble = compute * (deg.pp - 1) / (s.parallel.virtual_pp * s.batch.grad_accum)
-    comm = 0.0
+    matmul = tokens_step * hw / mp / (peak * device.expected_hfu)
+    hbm = device.hbm_gbs * 1e9 * HBM_EFFICIENCY
+    micro_bytes, step_bytes = step_traffic_bytes(lay, n_card)
+    micro_mem = s.batch.grad_accum * micro_bytes / hbm
+    optimizer = step_bytes / hbm
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     b = _bytes(dtype)
+    bubble = p2p = 0.0
+    if deg.pp > 1:  # 1F1B: (pp-1)/(v x micro batches) of the forward-backward idles (Narayanan et al. 2021)
+        bubble = (matmul + micro_mem) * (deg.pp - 1) / (s.parallel.virtual_pp * s.batch.grad_accum)
+        # each micro batch's activation forward and its gradient backward cross every stage boundary
+        bw = _group_bandwidth(lay, device, 2, deg.tp * deg.sep * deg.cp)
+        p2p = s.batch.grad_accum * 2 * tokens_mb / (deg.sep * deg.cp) * d.hidden * b * s.parallel.virtual_pp / bw
+    tp_comm = 0.0
     if deg.tp > 1:  # 2 all-reduces forward, 2 backward per layer (+2 more when the forward is recomputed)
         per_layer = {"off": 4, "core_attn": 4, "full_attn": 5, "full": 6}[s.recompute.granularity]
         volume = tokens_mb / (deg.sep * deg.cp) * d.hidden * b * 2 * (deg.tp - 1) / deg.tp
         layers = math.ceil(d.layers / deg.pp)
-        comm += s.batch.grad_accum * layers * per_layer * volume / _group_bandwidth(lay, device, deg.tp, 1)
+        tp_comm += s.batch.grad_accum * layers * per_layer * volume / _group_bandwidth(lay, device, deg.tp, 1)
     w_bytes = state["weights"] * MiB
-    g_full = n_card * (4 if (dtype == "fp32" or s.precision.master_grad) else 2)
+    g_full = n_card * _grad_bytes(lay)
+    dp_comm = 0.0
     if deg.sharding > 1:
         share = (deg.sharding - 1) / deg.sharding
         bw = _group_bandwidth(lay, device, deg.sharding, deg.tp * deg.sep)
         if s.parallel.stage == 3:  # gather the weights forward and backward, reduce-scatter grads, per micro batch
             full_w = n_card * (2 if dtype != "fp32" else 4)
-            comm += s.batch.grad_accum * share * (2 * full_w + g_full) / bw
-        else:  # reduce(-scatter) the gradients, then broadcast the updated weights, once per step
-            comm += share * (g_full + w_bytes) / bw
+            dp_comm += s.batch.grad_accum * share * (2 * full_w + g_full) / bw
+        else:  # reduce the gradients to their owners, then broadcast the updated weights
+            # Stage 2 (GroupShardedStage2) reduces each gradient from its backward hook on every micro batch:
+            # PaddleNLP's trainer does not no_sync it under accumulation (trainer.py: "stage2 and stage3 should not
+            # no_sync"), and without enable_stage2_overlap the reduce waits. Stage 1 reduces once, at the step.
+            reduces = s.batch.grad_accum if s.parallel.stage == 2 else 1
+            if s.parallel.stage == 2 and "enable_stage2_overlap" in s.overlap.sharding:
+                reduces = 1  # overlapped with the backward but the last
+            dp_comm += share * (reduces * g_full + w_bytes) / bw
     if deg.dp > 1:
         bw = _group_bandwidth(lay, device, deg.dp, deg.tp * deg.sep * deg.sharding * deg.pp)
-        comm += 2 * (deg.dp - 1) / deg.dp * g_full / deg.sharding / bw
-    total = compute + bubble + comm + offload_time(lay, n_card)
-    return total, tokens_step * hw / mp / total / peak
+        dp_comm += 2 * (deg.dp - 1) / deg.dp * g_full / deg.sharding / bw
+    return {
+        "matmul": matmul,
+        "memory_bound": micro_mem + optimizer,
+        "pipeline_bubble": bubble + p2p,
+        "tensor_parallel_comm": tp_comm,
+        "data_parallel_comm": dp_comm,
+        "offload": offload_time(lay, n_card),
+    }
+
+
+def step_time(lay: Layout, device: Device, state: dict[str, float], n_card: int) -> tuple[float, float, dict]:
+    """(seconds per optimizer step on one card, hardware FLOPs utilisation of that time, the seconds by part)."""
+    s, deg = lay.strategy, lay.degrees
+    parts = step_parts(lay, device, state, n_card)
+    total = sum(parts.values())
+    _, hw = flops_per_token(lay)
+    tokens_step = s.batch.micro_batch_size * lay.seq_len * s.batch.grad_accum
+    return total, tokens_step * hw / deg.split_degree / total / (device.peak_tflops[s.precision.dtype] * 1e12), parts
+
+
+def usable_mb(device: Device) -> float:
+    """What max_memory_allocated may reach on the card: its memory less the CUDA context and the allocator's cache
+    (a share of the card: see ALLOCATOR_SHARE)."""
+    return device.memory_mb * (1 - ALLOCATOR_SHARE) - CUDA_CONTEXT_MB
 
 
 def offload_time(lay: Layout, n_card: int) -> float:
@@ -329,14 +527,14 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     if dtype not in device.peak_tflops:
         est.notes.append(f"{device.name} has no {dtype} tensor cores: throughput not estimated")
     else:
-        t, hfu = step_time(lay, device, mem, n_card)
+        t, hfu, est.step_time_parts = step_time(lay, device, mem, n_card)
         s = lay.strategy
         tokens_card = s.batch.micro_batch_size * lay.seq_len * s.batch.grad_accum / lay.degrees.split_degree
         est.step_time_s = t
         est.tokens_per_card_per_sec = tokens_card / t
         est.hfu = hfu
         est.mfu = est.tokens_per_card_per_sec * model_f / (device.peak_tflops[dtype] * 1e12)
-    est.capacity_mb = device.memory_mb - RESERVE_MB_GPU
+    est.capacity_mb = usable_mb(device)
     est.fits = est.memory_mb_per_card <= est.capacity_mb
     if not device.calibrated:
         est.notes.append(f"{device.name}: expected utilisation {device.expected_hfu:.0%} is an assumption")

@@ -64,3 +64,38 @@ def row_layout(row: SeedRow, **changes) -> Layout:
 def predict(row: SeedRow, **changes) -> Estimate:
     meta, _ = seed_table()
     return estimate(row_layout(row, **changes), resolve_device(meta["machine"]))
+
+
+# ---- the two fitted constants, refit on any subset of rows (bench/plan_vs_seed.py: in sample and leave-one-out) ----
+
+
+def _bisect(f, lo: float, hi: float, steps: int = 60) -> float:
+    """The root of an increasing f on [lo, hi]."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def fit_runtime_mb(counted_mb: list[float], measured_mb: list[float]) -> float:
+    """The runtime term (estimate.RUNTIME_MB_GPU) that makes the largest over- and under-prediction of memory equal in
+    relative size: prediction = counted tensors + runtime, so each row's error is linear in it."""
+
+    def gap(c: float) -> float:
+        over = max((n + c) / m - 1 for n, m in zip(counted_mb, measured_mb, strict=True))
+        under = max(1 - (n + c) / m for n, m in zip(counted_mb, measured_mb, strict=True))
+        return over - under
+
+    return _bisect(gap, -50000.0, 50000.0)
+
+
+def fit_matmul_efficiency(layouts: list[Layout], measured_tps: list[float], device) -> float:
+    """The matmuls' share of peak (devices.yaml expected_hfu) that makes the largest over- and under-prediction of
+    tokens/card/s equal in relative size (each row's prediction grows with it)."""
+
+    def gap(eff: float) -> float:
+        dev = device.model_copy(update={"expected_hfu": eff})
+        r = [estimate(lay, dev).tokens_per_card_per_sec / m for lay, m in zip(layouts, measured_tps, strict=True)]
+        return max(x - 1 for x in r) - max(1 - x for x in r)
+
+    return _bisect(gap, 0.05, 1.0, steps=40)
