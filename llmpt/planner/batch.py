@@ -75,9 +75,9 @@ def choose_batch(lay: Layout, device: Device | None) -> BatchChoice:
 
 
 def _capacity(lay: Layout, device: Device | None) -> float | None:
-    from llmpt.planner.estimate import RESERVE_MB_GPU
+    from llmpt.planner.estimate import usable_mb
 
     if device is not None:
-        return device.memory_mb - RESERVE_MB_GPU
+        return usable_mb(device)
     ram = host_memory_mb()
     return None if ram is None else ram / lay.nproc_per_node

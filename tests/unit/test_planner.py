@@ -333,3 +333,137 @@ def test_rotary_tables_are_counted_per_layer_at_the_models_positions():
     assert tables("mistral-7b") == 32 * 2 * 32768 * 128 * 2 / 2**20  # cast to bf16, the compute dtype
     assert tables("llama3.1-405b", "tp8pp2") == 63 * 2 * 131072 * 128 * 4 / 2**20  # the stage's 63 layers
     assert tables("baichuan-13b") == 0 and tables("qwen-7b") == 0  # ALiBi; qwen v1 grows one cache on demand
+
+
+# ---- the physical terms the seed table cannot pin down, one by one ----
+
+
+def _on(model: str, strategy: str, gpus: int = 8, seq_len: int = 4096, **batch) -> Layout:
+    from llmpt.models.registry import resolve_model
+    from llmpt.strategies.presets import resolve_strategy
+
+    s = resolve_strategy(strategy)
+    if batch:
+        s = s.model_copy(update={"batch": s.batch.model_copy(update=batch)})
+    return Layout(resolve_model(model), s, s.parallel.dims.smallest(strategy), seq_len, gpus)
+
+
+def test_a100_40g_and_80g_differ_only_in_capacity_and_hbm_bandwidth():
+    """Same chip, same peak and NVLink: the layout's memory is identical, the usable memory is the card's less a
+    relative allocator share and a fixed context, and only the memory-bound kernels run slower on 1555 GB/s HBM2
+    than on 2039 GB/s HBM2e (the datasheets)."""
+    from llmpt.planner.estimate import ALLOCATOR_SHARE, CUDA_CONTEXT_MB, usable_mb
+
+    lay = row_layout(LLAMA7B)
+    big, small = estimate(lay, A100), estimate(lay, resolve_device("A100-40G"))
+    assert big.memory_mb == small.memory_mb
+    assert big.capacity_mb == 81920 - 3072 == usable_mb(A100)
+    assert small.capacity_mb == pytest.approx(40960 * (1 - ALLOCATOR_SHARE) - CUDA_CONTEXT_MB) == 39168
+    assert usable_mb(resolve_device("RTX-4090")) == pytest.approx(24564 * (1 - 2560 / 81920) - 512)
+    for part in ("matmul", "pipeline_bubble", "tensor_parallel_comm", "data_parallel_comm", "offload"):
+        assert small.step_time_parts[part] == big.step_time_parts[part]
+    ratio = small.step_time_parts["memory_bound"] / big.step_time_parts["memory_bound"]
+    assert ratio == pytest.approx(2039 / 1555, rel=1e-12)
+    assert small.tokens_per_card_per_sec < big.tokens_per_card_per_sec
+
+
+def test_fp16_costs_the_loss_scaler_pass_and_no_memory():
+    """fp16 and bf16 keep the same tensors (2-byte weights and activations, fp32 master weights and moments); fp16's
+    GradScaler adds check_finite_and_unscale, a read and a write of every gradient of the card's optimizer shard."""
+    from llmpt.planner.estimate import HBM_EFFICIENCY
+
+    bf16 = row_layout(LLAMA7B)
+    fp16 = replace(bf16, strategy=bf16.strategy.model_copy(
+        update={"precision": bf16.strategy.precision.model_copy(update={"dtype": "fp16"})}))  # fmt: skip
+    a, b = estimate(bf16, A100), estimate(fp16, A100)
+    assert a.memory_mb == b.memory_mb
+    shard = a.params_per_card / 4  # sharding stage 2 over 4 ranks
+    scaler = shard * 2 * 2 / (2039e9 * HBM_EFFICIENCY)  # bf16 gradients (no master_grad): 2 bytes read, 2 written
+    assert b.step_time_s - a.step_time_s == pytest.approx(scaler, rel=1e-9)
+
+
+def test_recompute_granularities_order_memory_and_time():
+    """Without flash attention (so core_attn saves the s x s scores): each coarser granularity keeps less and
+    repeats more. Full repeats every layer's forward (the LM head excepted): +1/3 of the layers' FLOPs."""
+    lay = row_layout(LLAMA7B)
+    lay = replace(lay, strategy=lay.strategy.model_copy(
+        update={"kernels": lay.strategy.kernels.model_copy(update={"flash_attention": False})}))  # fmt: skip
+    est = {g: estimate(replace(lay, strategy=renamed(lay.strategy, lay.degrees, granularity=g)), A100)
+           for g in ("off", "core_attn", "full_attn", "full")}  # fmt: skip
+    acts = [est[g].memory_mb["activations"] for g in est]
+    hw = [est[g].hardware_flops_per_token for g in est]
+    speed = [est[g].tokens_per_card_per_sec for g in est]
+    assert acts == sorted(acts, reverse=True) and len(set(acts)) == 4
+    assert hw == sorted(hw) and len(set(hw)) == 4
+    assert speed == sorted(speed, reverse=True)
+    model = est["off"].model_flops_per_token
+    head = 3 * 2 * 32000 * 4096
+    assert est["full"].hardware_flops_per_token - model == pytest.approx((model - head) / 3, rel=1e-12)
+    # core_attn drops the softmax output (bf16, [2, 16, 4096, 4096] per layer: 1 GiB x 32 layers) and repeats QK^T, AV
+    assert acts[0] - acts[1] == pytest.approx(32 * 1024, rel=1e-9)
+    assert hw[1] - hw[0] == pytest.approx(4 * 4096 * 4096 * 32, rel=1e-12)
+
+
+def test_pipeline_first_stage_holds_the_micro_batches_last_the_logits_and_head():
+    """1F1B on pp4 (llama2-13b, 40 layers): the first stage keeps 4 micro batches of its 10 layers' activations and the
+    embedding; the last keeps one micro batch but the LM head and the logits with the cross-entropy's fp32 buffers."""
+    from llmpt.planner.estimate import logits_bytes, stage_memory
+
+    lay = _on("llama2-13b", "tp2pp4", micro_batch_size=1, grad_accum=16)
+    (first, first_n), (last, last_n) = stage_memory(lay)
+    assert first["activations"] == pytest.approx(4 * last["activations"], rel=1e-12)
+    assert first["logits_and_loss"] == 0 and last["logits_and_loss"] == logits_bytes(lay) > 0
+    g = param_groups(lay.spec, 4096)
+    assert first_n - last_n == g.embed // 2 - g.head // 2 - g.final  # embedding vs head (+ final norm) on tp2
+    # both stages receive one activation and one gradient of [1, 4096, 5120] bf16 from their neighbours
+    assert first["comm_buffers"] == last["comm_buffers"] == 2 * 4096 * 5120 * 2
+    e = estimate(lay, A100)
+    assert e.memory_mb_per_card == pytest.approx(max(sum(first.values()), sum(last.values())) / 2**20 + e.memory_mb[
+        "runtime"])  # fmt: skip
+
+
+def test_gpt_block_is_korthikanti_34sbh_and_llama_block_its_own():
+    """Per layer and token, bytes kept for backward. GPT-3 (LayerNorm, 4h GELU MLP, dropout, no flash attention):
+    Korthikanti et al. 2022 eq. 1, sbh(34 + 5as/h), plus the norms' fp32 mean and rstd. LLaMA (RMSNorm, SwiGLU,
+    flash attention, no dropout): two norm inputs and the q/k/v/out/MLP inputs, q, k, v, the gate, up and
+    their product and SiLU output (4f), flash's fp32 log-sum-exp per head, the norms' fp32 rstd."""
+    from llmpt.planner.estimate import layer_activation_bytes
+
+    gpt = _on("gpt3-6.7b", "dp8", seq_len=2048, micro_batch_size=1)
+    gpt = replace(gpt, dropout=0.1, strategy=gpt.strategy.model_copy(
+        update={"kernels": gpt.strategy.kernels.model_copy(update={"flash_attention": False})}))  # fmt: skip
+    h, a, s = 4096, 32, 2048
+    kept, _ = layer_activation_bytes(gpt, 1)
+    assert kept == 34 * h + 5 * a * s + 2 * 8
+    llama = _on("llama2-7b", "dp8", micro_batch_size=1)
+    kept, _ = layer_activation_bytes(llama, 1)
+    f = 11008
+    assert kept == (2 * h + h + 3 * h + h + h + 4 * f) * 2 + 32 * 4 + 2 * 4
+
+
+def test_vocabulary_sets_the_logits_memory_and_the_head_flops():
+    """The last stage's logits: [tokens, vocab/tp] in bf16 + its fp32 copy, the saved fp32 softmax and the fp32
+    gradient (14 bytes a logit); the LM head's 2 x vocab x hidden FLOPs per token forward, 3x with backward."""
+    from llmpt.planner.estimate import logits_bytes
+
+    small = row_layout(LLAMA7B)  # vocab 32000
+    big = replace(small, spec=small.spec.model_copy(update={"vocab_size": 128000}))
+    tokens = 2 * 4096
+    assert logits_bytes(big) - logits_bytes(small) == tokens * (128000 - 32000) / 2 * 14
+    a, b = estimate(small, A100), estimate(big, A100)
+    assert b.model_flops_per_token - a.model_flops_per_token == 3 * 2 * (128000 - 32000) * 4096  # a lookup has none
+    assert b.step_time_parts["memory_bound"] > a.step_time_parts["memory_bound"]
+
+
+def test_data_parallel_beside_tensor_parallel_copies_the_gradients_at_the_step_end():
+    """Paddle's hybrid optimizer all-reduces dp gradients through fused_allreduce_gradients, which concatenates all of
+    them into buckets alive at once: a second copy of the gradients once the activations are freed. Counted only
+    where it exceeds them; sharding and pure data parallel add none."""
+    tp_dp = _on("llama2-7b", "dp4tp2", micro_batch_size=1, grad_accum=8)
+    e = estimate(tp_dp, A100)
+    assert tp_dp.strategy.precision.master_grad  # the preset keeps fp32 gradients
+    grads = e.params_per_card * 4
+    kept = (e.memory_mb["activations"] + e.memory_mb["logits_and_loss"]) * 2**20
+    assert e.memory_mb["comm_buffers"] * 2**20 == pytest.approx(grads - kept)
+    assert grads > kept  # one micro batch of 4096 tokens keeps less than the 13.5 GB of fp32 gradients
+    assert estimate(row_layout(LLAMA7B), A100).memory_mb["comm_buffers"] == 0
