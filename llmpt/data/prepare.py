@@ -210,16 +210,20 @@ def tokenizer_fingerprint(tok, tokenizer_dir: Path, name: str) -> dict:
 
 
 class _Workers:
-    """The encoding processes, spawned before the parent loads PaddleNLP (so that their start overlaps its ~5 s
-    import); the encoder's spec reaches them as a pickled file named in each task. One worker: in-process, unless
-    `helper`: then one process, spawned when the fast path is worth preparing, prepares the fast encoder while the
-    parent encodes with the class, and encodes the rest (a thread would do, the native builds release the GIL, but
-    a process can be stopped when the class finishes first: a thread still inside a Rust build when the
-    interpreter exits aborts it, rc 134)."""
+    """The fast encoder's processes (spawned: they never import paddle); its spec reaches them as a pickled file
+    named in each task. Without `helper` (the fast encoder chosen before the first document), spawned before the
+    parent loads PaddleNLP, so that their start overlaps its import; one worker: in-process. With `helper`,
+    spawned only when the fast path is worth preparing, while the class encodes (a thread would do for one, the
+    native builds release the GIL, but a process can be stopped when the class finishes first: a thread still
+    inside a Rust build when the interpreter exits aborts it, rc 134). PaddleNLP's class itself encodes in
+    _ClassWorkers."""
 
-    def __init__(self, workers: int, helper: bool = False) -> None:
+    def __init__(self, workers: int, helper: bool = False, class_workers: int | None = None) -> None:
         self.workers = workers
         self.helper = helper
+        # PaddleNLP's class runs in as many processes as the user asked for, whatever the input's size (the
+        # pipeline's pool does; `workers` is clamped to the chunks a fast encoder can keep busy)
+        self.class_workers = class_workers or workers
         self.pool = None
         self.spec_files: dict[EncoderSpec, str] = {}
         self.encoders: dict[EncoderSpec, Encoder] = {}
@@ -227,7 +231,9 @@ class _Workers:
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Workers:
-        if self.workers > 1:
+        # helper: spawned only once the fast path is worth preparing (a small input the class finishes alone never
+        # pays for starting them, nor do they take a core from the parent's PaddleNLP import)
+        if self.workers > 1 and not self.helper:
             self._start()
         return self
 
@@ -292,14 +298,15 @@ class _Workers:
 
         return wait
 
-    def results(self, spec: EncoderSpec, chunks: Iterator, tok=None) -> Iterator[ChunkResult]:
+    def results(self, spec: EncoderSpec, chunks: Iterator) -> Iterator[ChunkResult]:
         """Encoded chunks in input order. At most 2 x workers + 1 chunks are in flight, so memory does not grow
         with the corpus (Pool.imap would read the whole input ahead of slow workers)."""
-        if self.pool is None or (spec.backend == "paddlenlp" and self.workers == 1):
-            enc = Encoder(spec, tokenizer=tok) if spec.backend == "paddlenlp" else self._in_process(spec)
+        if spec.backend == "paddlenlp":
+            raise ValueError("PaddleNLP's class encodes in _ClassWorkers, not in the fast encoder's workers")
+        if self.pool is None:
+            enc = self._in_process(spec)
             for c in chunks:
-                # the class itself is PaddleNLP's pipeline: nothing to sample
-                yield encode_chunk(c, enc, sample=spec.backend != "paddlenlp")
+                yield encode_chunk(c, enc)
             return
         spec_path = self._spec_path(spec)
         pending: collections.deque = collections.deque()
@@ -327,13 +334,15 @@ def effective_workers(files: list[InputFile], workers: int) -> int:
     return 1 if chunks <= 2 else min(workers, chunks)
 
 
-# Which encoder encodes which part of the input. PaddleNLP's class (in this process) needs no set-up and is the
-# pipeline itself, so its ids need no check; a fast encoder needs a set-up (a 151k-entry vocabulary: 0.8-1.5 s to
-# build, measured in the README) and its probe, then runs 6-60x faster. Rather than predict which finishes first,
-# both start at once: the fast path is prepared in a thread (the native builds release the GIL) or in the workers,
-# while the class encodes the input from its start in slices; the fast encoder takes the rest as soon as it is
-# ready. The run therefore costs about min(class alone, fast set-up + fast encoding) on a free core; the only
-# costs of switching are one slice and the self-check's samples of the fast part (at most its documents).
+# Which encoder encodes which part of the input. PaddleNLP's class needs no set-up and is the pipeline itself, so
+# its ids need no check; a fast encoder needs a set-up (a 151k-entry vocabulary: 0.8-1.5 s to build, measured in
+# the README) and its probe, then runs 6-60x faster. Rather than predict which finishes first, the class encodes
+# the input from its start, in slices, in --workers processes forked from this one (_ClassWorkers: the pipeline's
+# own pool, less its per-worker tokenizer load); once the class's measured speed says the rest would take longer
+# than the fast path's set-up, that set-up starts (a thread of this process drives it, the builds run in spawned
+# workers) and the fast encoder takes the rest as soon as it is ready. The run therefore costs about min(class
+# alone, fast set-up + fast encoding); the only costs of switching are the slices in flight and the self-check's
+# samples of the fast part.
 SWITCH_LAG_S = 0.05  # a class slice's target duration: the switch lags readiness by ~this (<= 6% of a set-up)
 FIRST_SLICE_BYTES = 16 << 10  # before the class's speed is measured: 2-18 ms at its measured 0.9-7.8 MB/s
 
@@ -396,7 +405,8 @@ class Selection:
     mode: str = "race"  # race: the class until the fast path is ready | forced: --encoder | fast: fast path first
     class_documents: int = 0
     class_bytes: int = 0
-    class_seconds: float = 0.0  # the class's encoding time while the fast path was prepared
+    class_seconds: float = 0.0  # the class's encoding time, summed over its processes
+    class_workers: int = 1  # the processes the class encoded in
     fast_backend: str | None = None  # the fast encoder that encoded the rest (None: it encoded nothing)
     fast_documents: int = 0
     fast_bytes: int = 0
@@ -411,27 +421,28 @@ class Selection:
 def selection_record(sel: Selection, tokenizer_class: str) -> dict:
     """The manifest's account of the encoder choice: the counts, and one sentence saying why."""
     mb = sel.class_bytes / 1e6
+    took = f"{sel.class_seconds:.2f} s" + (f" of {sel.class_workers} processes" if sel.class_workers > 1 else "")
     if sel.restarted:
         why = f"started again with PaddleNLP's {tokenizer_class}: {sel.restarted}"
     elif sel.mode == "forced":
         why = f"the caller chose the encoder: prepare_data(encoder={sel.fast_backend or 'paddlenlp'!r})"
     elif sel.mode == "race" and sel.fast_started_at_bytes is None and sel.fast_ready_seconds is None:
         why = (
-            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s): at "
+            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {took}): at "
             f"its measured speed the rest never needed more than {sel.floor.seconds:.2f} s ({sel.floor.source}) "
             f"x {1 + sel.contention:.2f} (what the set-up would take from the class on this machine's load), so no "
             "fast encoder was prepared"
         )
     elif sel.fast_backend is None and sel.fast_ready_seconds is None:
         why = (
-            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {sel.class_seconds:.2f} s) "
+            f"PaddleNLP's {tokenizer_class} encoded the whole input ({mb:.2f} MB in {took}) "
             "before a fast encoder was ready"
         )
     elif sel.fast_backend is None:
         why = f"no fast encoder gives PaddleNLP's {tokenizer_class} ids (see the warnings): its class encoded all"
     elif sel.class_bytes:
         why = (
-            f"PaddleNLP's {tokenizer_class} encoded the first {mb:.2f} MB ({sel.class_seconds:.2f} s) while "
+            f"PaddleNLP's {tokenizer_class} encoded the first {mb:.2f} MB ({took}) while "
             f"the {sel.fast_backend} encoder was prepared ({sel.fast_ready_seconds:.2f} s), {sel.fast_backend} the rest"
         )
     else:
@@ -443,6 +454,7 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         "class_documents": sel.class_documents,
         "class_bytes": sel.class_bytes,
         "class_seconds": round(sel.class_seconds, 3),
+        "class_workers": sel.class_workers,
         "fast_documents": sel.fast_documents,
         "fast_bytes": sel.fast_bytes,
         "fast_ready_seconds": None if ready is None else round(ready, 3),
@@ -504,12 +516,11 @@ class _FastChoice:
         return self._result
 
 
-def contention(load_1min: float, cpus: int) -> float:
-    """The share of a fast path's set-up that comes out of the class's own CPU time, from the machine's load
-    (the 1-minute average, which counts this process, busy with the class): 0 with a core free for the set-up,
-    1 when other jobs keep every core busy."""
-    others = max(0.0, load_1min - 1.0)
-    free = cpus - 1 - others
+def contention(load_1min: float, cpus: int, busy: int = 1) -> float:
+    """The share of a fast path's set-up that comes out of the class's own CPU time, from the machine's load (the
+    1-minute average, which counts this run's `busy` processes encoding with the class once they have run a
+    while): 0 with a core free for the set-up, 1 when the class's processes and other jobs keep every core busy."""
+    free = cpus - max(load_1min, busy)
     return min(max(1.0 - free, 0.0), 1.0)
 
 
@@ -519,10 +530,59 @@ def worth_preparing(
     """Whether to start preparing the fast path: the class, at the speed measured on this input, still needs
     longer for the rest of it than the set-up can take at least (`floor_seconds`), plus what the set-up takes from
     the class meanwhile (`share` of it: contention()). Started any earlier, the class would most likely finish
-    first and the set-up's CPU time be lost to it."""
+    first and the set-up's CPU time be lost to it. `class_seconds`: wall seconds of the class for `class_bytes`
+    (the processes' seconds over their number, when several encode at once)."""
     if class_bytes <= 0 or class_seconds <= 0:
         return False  # nothing measured yet: the first slice measures
     return remaining_bytes * class_seconds / class_bytes > floor_seconds * (1.0 + share)
+
+
+# The class's encoder in the processes forked by _ClassWorkers: set in this process just before they are forked,
+# so that they inherit the loaded tokenizer instead of loading it again (a pickled tokenizer would be as slow).
+_CLASS_ENCODER: Encoder | None = None
+
+
+def _class_task(chunk) -> tuple[ChunkResult, float]:
+    """A forked worker's task: one slice with PaddleNLP's class, and the wall seconds it took (its speed)."""
+    start = time.perf_counter()
+    assert _CLASS_ENCODER is not None
+    r = encode_chunk(chunk, _CLASS_ENCODER, sample=False)  # the class is the pipeline: nothing to check
+    r.peak_rss_kb = 0  # a fork of the parent, its pages shared: not the memory of an encoding worker
+    return r, time.perf_counter() - start
+
+
+class _ClassWorkers:
+    """PaddleNLP's class in `n` processes forked from this one once the tokenizer is loaded, as
+    create_pretraining_data.py's pool is, but without each worker loading the tokenizer again (copy-on-write):
+    the pipeline's own structure, so that where the class encodes llmpt is never slower than the pipeline, and
+    the parent stays free to read, write, and prepare the fast path."""
+
+    def __init__(self, tok, spec: EncoderSpec, n: int) -> None:
+        self.tok, self.spec, self.n = tok, spec, n
+        self.pool = None
+
+    def __enter__(self) -> _ClassWorkers:
+        import gc
+
+        global _CLASS_ENCODER
+        _CLASS_ENCODER = Encoder(self.spec, tokenizer=self.tok)
+        # frozen: the children's garbage collector then never walks (and so never copies) the inherited objects
+        gc.freeze()
+        try:
+            self.pool = mp.get_context("fork").Pool(self.n)
+        finally:
+            gc.unfreeze()
+        return self
+
+    def submit(self, chunk):
+        return self.pool.apply_async(_class_task, (chunk,))
+
+    def __exit__(self, *exc) -> None:
+        global _CLASS_ENCODER
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+        _CLASS_ENCODER = None
 
 
 def _encoded(
@@ -534,44 +594,53 @@ def _encoded(
     sel: Selection,
     total_bytes: int = 0,
 ) -> Iterator[tuple[ChunkResult, EncoderSpec | None]]:
-    """Encoded chunks in input order, each with the fast spec that encoded it (None: the class). The class
-    encodes slices of the input; after each, the fast path is started if worth_preparing says so; once it is
-    ready it (or the class, if no fast encoder matched) encodes the rest."""
+    """Encoded chunks in input order, each with the fast spec that encoded it (None: the class). Unless the fast
+    encoder was chosen before the first document, the class encodes slices of the input in pool.class_workers
+    forked processes; after each slice, the fast path is started if worth_preparing says so; once it is ready it
+    encodes the rest (or the class does, if no fast encoder matched)."""
     it = iter(chunks)
     chunk = next(it, None)
-    slow: Encoder | None = None
-    while chunk is not None and not choice.ready():
-        slow = slow or Encoder(slow_spec, tokenizer=tok)
-        head, rest = split_chunk(chunk, slice_bytes(sel.class_seconds, sel.class_bytes))
-        t = time.perf_counter()
-        r = encode_chunk(head, slow, sample=False)  # the class is the pipeline: nothing to check
-        r.peak_rss_kb = 0  # this process, not an encoding worker
-        sel.class_seconds += time.perf_counter() - t
-        sel.class_bytes += r.bytes_in
-        sel.class_documents += r.documents
-        if not choice.started:
-            sel.contention = contention(os.getloadavg()[0], os.cpu_count() or 1)
-            if worth_preparing(
-                sel.class_seconds, sel.class_bytes, total_bytes - sel.class_bytes, sel.floor.seconds, sel.contention
-            ):
-                sel.fast_started_at_bytes = sel.class_bytes
-                choice.start()
-        yield r, None
-        chunk = rest if rest is not None else next(it, None)
+    spec: EncoderSpec | None = None
+    if chunk is not None and choice.started and choice.ready():  # chosen before the first document
+        spec, sel.probed = choice.wait()
+        sel.fast_ready_seconds = choice.seconds
+    if chunk is not None and (spec is None or spec.backend == "paddlenlp"):
+        n = sel.class_workers = pool.class_workers
+        with _ClassWorkers(tok, slow_spec, n) as workers:
+            pending: collections.deque = collections.deque()
+            while chunk is not None or pending:
+                if spec is None and choice.ready():
+                    spec, sel.probed = choice.wait()
+                    sel.fast_ready_seconds = choice.seconds
+                if chunk is not None and (spec is None or spec.backend == "paddlenlp"):
+                    head, chunk = split_chunk(chunk, slice_bytes(sel.class_seconds, sel.class_bytes))
+                    pending.append(workers.submit(head))
+                    chunk = chunk if chunk is not None else next(it, None)
+                    if len(pending) <= 2 * n and not pending[0].ready():
+                        continue  # at most 2 x n + 1 slices in flight, as with the fast encoder's chunks
+                elif not pending:
+                    break  # the fast encoder takes the rest
+                r, seconds = pending.popleft().get()
+                sel.class_seconds += seconds
+                sel.class_bytes += r.bytes_in
+                sel.class_documents += r.documents
+                if not choice.started:
+                    sel.contention = contention(os.getloadavg()[0], os.cpu_count() or 1, busy=n)
+                    left = total_bytes - sel.class_bytes
+                    if worth_preparing(sel.class_seconds / n, sel.class_bytes, left, sel.floor.seconds, sel.contention):
+                        sel.fast_started_at_bytes = sel.class_bytes
+                        choice.start()
+                yield r, None
     if chunk is None:
         return
-    spec, sel.probed = choice.wait()
-    sel.fast_ready_seconds = choice.seconds
-    fast = spec if spec.backend != "paddlenlp" else None
-    sel.fast_backend = fast.backend if fast else None
-    for r in pool.results(spec, itertools.chain([chunk], it), tok):
-        if fast:
-            sel.fast_documents += r.documents
-            sel.fast_bytes += r.bytes_in
-        else:
-            sel.class_documents += r.documents
-            sel.class_bytes += r.bytes_in
-        yield r, fast
+    if spec is None:
+        spec, sel.probed = choice.wait()
+        sel.fast_ready_seconds = choice.seconds
+    sel.fast_backend = spec.backend
+    for r in pool.results(spec, itertools.chain([chunk], it)):
+        sel.fast_documents += r.documents
+        sel.fast_bytes += r.bytes_in
+        yield r, spec
 
 
 @contextlib.contextmanager
@@ -621,7 +690,8 @@ def prepare_data(
     tok_dir = resolve_tokenizer_dir(tokenizer)
     from llmpt.data.selfcheck import Divergence, choose_encoder, probe_set
 
-    with _Workers(effective_workers(files, workers), helper=slow_start and not encoder) as pool:
+    helper = slow_start and not encoder
+    with _Workers(effective_workers(files, workers), helper=helper, class_workers=workers) as pool:
         import paddlenlp.transformers  # noqa: F401 - first, so that the load below times the vocabulary alone
 
         loading = time.perf_counter()

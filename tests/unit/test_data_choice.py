@@ -118,6 +118,41 @@ def test_contention_is_the_share_of_a_core_the_set_up_would_take_from_the_class(
     assert contention(load_1min=4.0, cpus=2) == 1.0  # other jobs on every core
     assert contention(load_1min=1.0, cpus=1) == 1.0  # one core: the set-up always shares it
     assert contention(load_1min=3.0, cpus=8) == 0.0
+    # the class in 2 processes on 2 cores: the set-up takes from them even before the load average shows them
+    assert contention(load_1min=0.3, cpus=2, busy=2) == 1.0
+    assert contention(load_1min=2.0, cpus=4, busy=2) == 0.0
+
+
+class _PidClass:
+    """A stand-in class whose one id per document is the process that encoded it."""
+
+    def tokenize(self, text: str) -> list[str]:
+        import time
+
+        time.sleep(0.002)  # slow enough that a slice in one process leaves the next to the other
+        return ["x"]
+
+    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
+        import os
+
+        return [os.getpid() % 60000]
+
+
+def test_the_class_encodes_in_as_many_forked_processes_as_workers_asked_for():
+    import os
+
+    choice = _FastChoice(lambda warn: pytest.fail("the fast path was prepared"), background=True)
+    chunks = _chunks(4)
+    sel = Selection(floor=SetupFloor(3600.0, "a test"))
+    # workers clamped to 1 for a fast encoder (a small input), the class still in the 2 processes asked for
+    with _Workers(1, helper=True, class_workers=2) as pool:
+        out = list(_encoded(pool, choice, _PidClass(), _spec("paddlenlp"), chunks, sel, _size(chunks)))
+    ids = np.concatenate([np.frombuffer(r.tokens, np.uint16) for r, _ in out])
+    assert len(ids) == 2 * 400  # each document: its id and EOS (2), in input order
+    pids = set(ids[0::2].tolist())
+    assert len(pids) == 2 and os.getpid() % 60000 not in pids  # two forked processes, not this one
+    assert (sel.class_documents, sel.class_workers, sel.class_bytes) == (400, 2, _size(chunks))
+    assert "of 2 processes" in selection_record(sel, "X")["why"]
 
 
 def test_a_fast_path_not_worth_preparing_is_never_started():
@@ -153,9 +188,12 @@ def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_th
             threading.Event().wait(0.01)
         with pytest.warns(UserWarning, match="a message kept"):
             rest = list(results)
-    assert all(by == fast for _, by in rest) and all(r.samples for r, _ in rest)
-    assert sel.class_documents == first.documents > 0
-    assert sel.fast_documents == sum(r.documents for r, _ in rest) > 0
+    # the class's slices already in flight at the switch come first (input order), then the fast encoder's
+    by_class = [r for r, by in rest if by is None]
+    assert [by for _, by in rest] == [None] * len(by_class) + [fast] * (len(rest) - len(by_class))
+    assert all(r.samples for r, by in rest if by is not None)
+    assert sel.class_documents == first.documents + sum(r.documents for r in by_class) > 0
+    assert sel.fast_documents == sum(r.documents for r, by in rest if by is not None) > 0
     assert sel.class_documents + sel.fast_documents == 300
     assert sel.class_bytes + sel.fast_bytes == sum(len(c.data) for c in chunks)
     assert (sel.fast_backend, sel.probed) == ("sentencepiece", 7) and sel.fast_ready_seconds is not None
