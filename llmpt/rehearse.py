@@ -39,6 +39,7 @@ class Rehearsal:
     strategy: str
     ranks: int
     stages: list[Stage] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)  # the --set items rehearsed with the strategy
 
     @property
     def passed(self) -> bool:
@@ -49,6 +50,7 @@ class Rehearsal:
             "model": self.model,
             "strategy": self.strategy,
             "ranks": self.ranks,
+            "set": self.settings,
             "passed": self.passed,
             "stages": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in self.stages],
         }
@@ -86,22 +88,27 @@ def shrink(tiny: ModelSpec, tp: int, stages: int) -> ModelSpec:
     )
 
 
-def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: bool = False) -> Rehearsal:
+def rehearse(
+    model: str, strategy: str, output_dir: str | None = None, keep: bool = False, set_items: tuple[str, ...] = ()
+) -> Rehearsal:
+    """The strategy (with `set_items`, --set's KEY=VALUE overrides: a tune pick's micro batch, recompute, …) checked
+    on the real model, then run on CPU ranks with the family's tiny model: train, save, resume, compare."""
     spec = resolve_model(model)
     out = Path(output_dir or f"runs/rehearse-{spec.id.replace('/', '--')}-{strategy}")
     # bad input (an unknown or malformed strategy, a cell the matrix refuses, what CPU ranks cannot run) is
     # refused like everywhere else: LlmptError, exit 2, before anything runs
     # capability matrix + real shapes, on the strategy's own world size
-    plan = resolve_plan(RunRequest(model=spec, strategy=strategy, local=False))
+    plan = resolve_plan(RunRequest(model=spec, strategy=strategy, local=False, set_items=tuple(set_items)))
     _check_rehearsal_dir(out)
     plan_stage = Stage(
         "plan (real model, GPU topology)",
         True,
-        f"{plan.expansion.world_size} ranks, " + plan.expansion.degrees.describe(),
+        f"{plan.expansion.world_size} ranks, {plan.expansion.degrees.describe()}, micro batch "
+        f"{plan.strategy.batch.micro_batch_size} x {plan.strategy.batch.grad_accum}",
     )
     d = plan.expansion.degrees
     small = shrink(tiny_of(spec), d.tp, d.pp * plan.strategy.parallel.virtual_pp)
-    result = Rehearsal(spec.id, plan.strategy.name, plan.expansion.world_size, [plan_stage])
+    result = Rehearsal(spec.id, plan.strategy.name, plan.expansion.world_size, [plan_stage], list(set_items))
     init = out / "init"
     first = out / "run"
     common = dict(
@@ -111,7 +118,7 @@ def rehearse(model: str, strategy: str, output_dir: str | None = None, keep: boo
         gpus=str(plan.expansion.world_size),
         max_steps=STEPS,
         save_steps=SAVE_AT,
-        set_items=("train.report_to=none", "train.warmup_steps=1"),
+        set_items=("train.report_to=none", "train.warmup_steps=1", *set_items),
         allow_partial=True,
     )
     cfg = resolve_run(RunRequest(output_dir=str(first), **common))  # vocab and seq len of the run

@@ -15,16 +15,22 @@ def rehearse(
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy preset/name."),
     output_dir: str = typer.Option(None, "--output-dir", "-o", help="Where the rehearsal runs (kept on failure)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the run directory after a pass."),
+    set_items: list[str] = typer.Option(
+        None, "--set", help="Override one key for the rehearsal: --set strategy.batch.micro_batch_size=2 (repeatable)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Rehearse a strategy on CPU before spending GPU hours: same ranks, same parallel layout, tiny model."""
     from llmpt.rehearse import rehearse as run
 
-    r = run(model, strategy, output_dir=output_dir, keep=keep)
+    r = run(model, strategy, output_dir=output_dir, keep=keep, set_items=tuple(set_items or ()))
     if json_out:
         print_json(r.to_dict(), schemas.REHEARSAL)
     else:
-        table = Table(title=f"rehearsal: {r.model} · {r.strategy} · {r.ranks} CPU ranks", title_justify="left")
+        settings = "".join(f" --set {x}" for x in r.settings)
+        table = Table(
+            title=f"rehearsal: {r.model} · {r.strategy}{settings} · {r.ranks} CPU ranks", title_justify="left"
+        )
         for col in ("stage", "result", "detail"):
             table.add_column(col)
         for s in r.stages:

@@ -30,7 +30,7 @@ def tune(
     ),
     top: int = typer.Option(5, "--top", help="How many layouts to show."),
     rehearse: bool = typer.Option(
-        False, "--rehearse", help="Then rehearse the first on CPU ranks (llmpt rehearse: its layout, the tiny model)."
+        False, "--rehearse", help="Then rehearse the first on CPU ranks (its layout and --set list, the tiny model)."
     ),
     json_out: bool = opt.JSON,
 ) -> None:
@@ -108,15 +108,16 @@ def tune(
     if rehearse and picked:
         from llmpt.rehearse import rehearse as run_rehearsal
 
-        rehearsal = run_rehearsal(spec.id, picked[0].layout.strategy.name)
+        rehearsal = run_rehearsal(
+            spec.id, doc["candidates"][0]["strategy"], set_items=tuple(doc["candidates"][0]["set"])
+        )
         doc["rehearsal"] = rehearsal.to_dict()
     if json_out:
         print_json(doc, schemas.TUNE)
         _end_rehearsal(rehearsal)
         return
     table = Table(
-        title=f"{spec.id} on {world} x {device.name}, seq {seq}, {tokens} tokens per step "
-        f"({fitting} layouts fit)",
+        title=f"{spec.id} on {world} x {device.name}, seq {seq}, {tokens} tokens per step ({fitting} layouts fit)",
         title_justify="left",
     )
     for col in ("#", "strategy", "tokens/card/s", "MFU", "memory (MB)", "why"):

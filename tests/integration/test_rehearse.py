@@ -17,10 +17,21 @@ def llmpt_in(llmpt, cwd: Path, *args):
 
 
 def test_rehearse_passes_every_stage_on_the_exact_topology(llmpt, tmp_path):
-    r = llmpt_in(llmpt, tmp_path, "rehearse", "qwen-7b", "--strategy", "tp2sd2_stage2", "--json")
+    settings = ["strategy.batch.micro_batch_size=2", "strategy.batch.grad_accum=2"]
+    r = llmpt_in(
+        llmpt,
+        tmp_path,
+        "rehearse",
+        "qwen-7b",
+        "--strategy",
+        "tp2sd2_stage2",
+        *(f"--set={x}" for x in settings),
+        "--json",
+    )
     out = json.loads(r.stdout)
     assert r.returncode == 0, (out, r.stderr[-2000:])
-    assert out["ranks"] == 4 and out["passed"]
+    assert out["ranks"] == 4 and out["passed"] and out["set"] == settings
+    assert out["stages"][0]["detail"].endswith("micro batch 2 x 2")
     assert [s["name"] for s in out["stages"]] == [
         "plan (real model, GPU topology)",
         "ranks up",
