@@ -1,11 +1,14 @@
-"""Every change llmpt makes to PaddleNLP's checkpoint code, as one table (FIXES), on every device.
+"""Every change llmpt makes to PaddleNLP's code, as one table (FIXES), on every device: its checkpoint code, and the
+mixture-of-experts modeling that the pinned Paddle (3.3.1) no longer runs as written.
 
 llmpt saves unified checkpoints (one set of whole, un-split tensors however the run was laid out) so that `--resume`
 can continue on another layout; PaddleNLP merges the tensor-parallel shards on save and re-splits them on load by each
 family's split rules (`_get_tensor_parallel_mappings`). PaddleNLP 3.0.0b4 gets these wrong, on any device: a run
 of one rank resuming a checkpoint that several ranks wrote reads only the first file, the gpt, bloom and chatglm
 rules leave out the LM head, which is the word embedding itself (tied), split like it, and glm's reorders its
-query_key_value with numpy, which neither the save nor a lazy safetensors load can take. Each Fix names one target,
+query_key_value with numpy, which neither the save nor a lazy safetensors load can take. Paddle 3.3.1 changed two
+functions under PaddleNLP's MoE code (paddle.where of a condition alone, paddle.cumsum of integers); each call that
+relied on the old answer gets it back in that module only. Each Fix names one target,
 what stands in for it and why; install() applies them in the rank before the Trainer is built.
 
 Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
@@ -14,6 +17,9 @@ Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
     calls the name (each call was read and is right to answer so).
   * "classmethod": a classmethod of one class, replaced on that class (its subclasses inherit it); the replacement
     receives the original function, then the class.
+  * "proxy": `module:paddle.where` -- a Paddle function one PaddleNLP module calls through its global `paddle`,
+    answered differently in that module only: the global becomes a proxy (llmpt.train.targets.ModuleProxy) that
+    answers that one attribute and forwards everything else. Fix.uses pins how often the module's source calls it.
 Fix.expects_signature pins the original's parameters: install() checks every fix and refuses, naming it, when
 PaddleNLP moved (tests/unit/test_checkpoint_fixes.py runs the same check).
 """
@@ -24,12 +30,13 @@ import functools
 import importlib
 import inspect
 import json
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llmpt.train.targets import signature_problems
+from llmpt.train.targets import ModuleProxy, signature_problems
 from llmpt.versions import PADDLENLP
 
 
@@ -41,12 +48,12 @@ class CheckpointFixError(RuntimeError):
 class Fix:
     """One name in one PaddleNLP module and what stands in for it."""
 
-    target: str  # "module:global_name" or "module:Class.method"
-    mechanism: Literal["global", "classmethod"]
+    target: str  # "module:global_name", "module:Class.method" or (proxy) "module:global_module.function"
+    mechanism: Literal["global", "classmethod", "proxy"]
     expects_signature: tuple[str, ...]  # the original's parameter names
     why: str
     replacement: Callable[..., Any]  # called as replacement(original, *args, **kwargs)
-    uses: int | None = None  # "global" only: how often the module's source calls global_name(
+    uses: int | None = None  # "global"/"proxy": how often the module's source calls global_name( / module.function(
 
     @property
     def name(self) -> str:
@@ -124,6 +131,19 @@ def _glm_qkv_rules(original, cls, config, is_split=True):
     return {key: wrap(action) for key, action in actions.items()}
 
 
+def _where_as_columns(original, condition, x=None, y=None, name=None, *, out=None):
+    """paddle.where(condition) alone as Paddle answered it before 3.x: one [N, 1] index column per dimension
+    (nonzero(as_tuple=True) took outs[:, i:i+1]); Paddle 3.3.1 gives [N] each. Three arguments: Paddle's own."""
+    if x is None and y is None and out is None:
+        return tuple(index.unsqueeze(-1) for index in original(condition))
+    return original(condition, x, y, name=name, out=out)
+
+
+def _cumsum_keeping_dtype(original, x, axis=None, dtype=None, name=None, *, out=None):
+    """paddle.cumsum without a dtype keeps the input's (as before Paddle 3.x); 3.3.1 promotes int32 to int64."""
+    return original(x, axis=axis, dtype=x.dtype if dtype is None else dtype, name=name, out=out)
+
+
 _UC = "paddlenlp.trainer.unified_checkpoint"
 _MAPPINGS_SIGNATURE = ("cls", "config", "is_split")
 
@@ -182,19 +202,52 @@ FIXES: tuple[Fix, ...] = (
         " in naive_merged_qkv_to_tensor_parallel_qkv). Merges give Tensors, splits read the slice whole first.",
         _glm_qkv_rules,
     ),
+    Fix(
+        "paddlenlp.transformers.mixtral.modeling:paddle.where",
+        "proxy",
+        ("condition", "x", "y", "name", "out"),
+        "MixtralSparseMoeBlock.forward takes `idx, top_x = paddle.where(expert_mask[expert_id])` as [N, 1] columns"
+        " (Paddle 2.x); Paddle 3.3.1 returns [N] each, so routing_weights[top_x, idx] is [N] and every mixtral"
+        " forward failed: 'Broadcast dimension mismatch ... X = [27, 64] and Y = [27]' (tiny mixtral, one CPU"
+        " process). Its one-argument call gets the [N, 1] columns back; its two three-argument calls are Paddle's.",
+        _where_as_columns,
+        uses=3,
+    ),
+    Fix(
+        "paddlenlp.transformers.moe_gate:paddle.cumsum",
+        "proxy",
+        ("x", "axis", "dtype", "name", "out"),
+        "PretrainedMoEGate._priority (qwen2_moe's and deepseek_v2's top-k gating) computes"
+        " paddle.cumsum(expert_mask, axis=0) * expert_mask on an int32 mask; Paddle 3.3.1's cumsum returns int64"
+        " for int32 input and every qwen2_moe forward failed: 'Type promotion only support calculations between"
+        " floating-point numbers ... x: int64, y: int32' (tiny qwen2_moe, one CPU process). Without a dtype the"
+        " sum keeps the input's, as the gate was written for (its other calls subtract a Python 1: unchanged).",
+        _cumsum_keeping_dtype,
+        uses=5,
+    ),
 )
 
 _INSTALLED = False
 
 
 def _resolve(fix: Fix):
-    """(owner: module or class, attribute name, PaddleNLP's original function). LookupError naming what is gone."""
+    """(owner: module, class or proxied module global, attribute name, PaddleNLP's original function). LookupError
+    naming what is gone."""
     module_name, path = fix.target.split(":")
     try:
         owner = importlib.import_module(module_name)
     except ImportError as e:
         raise LookupError(f"module {module_name} is gone ({e})") from None
     *classes, attr = path.split(".")
+    if fix.mechanism == "proxy":
+        (head,) = classes
+        proxied = owner.__dict__.get(head)
+        if not isinstance(proxied, types.ModuleType):
+            raise LookupError(f"{module_name} has no module global {head}")
+        obj = getattr(proxied, attr, None)
+        if not callable(obj):
+            raise LookupError(f"{module_name}'s {head}.{attr} is gone")
+        return proxied, attr, getattr(obj, "__llmpt_original__", obj)
     for name in classes:
         if not isinstance(getattr(owner, name, None), type):
             raise LookupError(f"{module_name}.{name} is gone")
@@ -216,7 +269,13 @@ def check_fix(fix: Fix) -> list[str]:
     except LookupError as e:
         return [str(e)]
     problems = signature_problems(original, fix.expects_signature, "fix")
-    if fix.uses is not None:
+    if fix.mechanism == "proxy":
+        module_name, path = fix.target.split(":")
+        source = inspect.getsource(importlib.import_module(module_name))
+        calls = source.count(f"{path}(")
+        if calls != fix.uses:
+            problems.append(f"{module_name} calls {path}() {calls} times; the fix was read for {fix.uses}")
+    elif fix.uses is not None:
         source = inspect.getsource(owner)
         calls = source.count(f"{attr}(") - source.count(f"_{attr}(") - source.count(f"def {attr}(")
         if calls != fix.uses:
@@ -247,5 +306,13 @@ def install() -> None:
             return _fix.replacement(_original, *args, **kwargs)
 
         fixed.__llmpt_original__ = original
-        setattr(owner, attr, classmethod(fixed) if fix.mechanism == "classmethod" else fixed)
+        if fix.mechanism == "proxy":
+            module_name, path = fix.target.split(":")
+            module = importlib.import_module(module_name)
+            head = path.split(".")[0]
+            proxy = owner if isinstance(owner, ModuleProxy) else ModuleProxy(owner)
+            object.__getattribute__(proxy, "_over")[attr] = fixed
+            module.__dict__[head] = proxy  # that module's global only: nothing else sees a change
+        else:
+            setattr(owner, attr, classmethod(fixed) if fix.mechanism == "classmethod" else fixed)
     _INSTALLED = True

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llmpt.train.targets import signature_problems
+from llmpt.train.targets import ModuleProxy, signature_problems
 from llmpt.versions import PADDLE
 
 Mechanism = Literal["rebind", "class", "proxy"]
@@ -661,22 +661,6 @@ PATCHES: tuple[Patch, ...] = (
 # --------------------------------------------------------------------------
 
 
-class _ModuleProxy(types.ModuleType):
-    """A stand-in for an object inside one Paddle module only: answers the overridden attributes, forwards the
-    rest to the real object."""
-
-    def __init__(self, real, **overrides):
-        super().__init__(getattr(real, "__name__", type(real).__name__))
-        object.__setattr__(self, "_real", real)
-        object.__setattr__(self, "_over", dict(overrides))
-
-    def __getattr__(self, name):
-        over = object.__getattribute__(self, "_over")
-        if name in over:
-            return over[name]
-        return getattr(object.__getattribute__(self, "_real"), name)
-
-
 def _resolve(patch: Patch) -> tuple[types.ModuleType, Any, str, Any]:
     """(module, owner of the last attribute, its name, the target object). Raises LookupError naming what is gone."""
     module_name, path = patch.target.split(":")
@@ -752,9 +736,9 @@ def _rebind_everywhere(orig, new, prefixes=("paddle", "paddlenlp")) -> None:
                 d[k] = new
 
 
-def _proxied(real, names: list[str], value) -> _ModuleProxy:
+def _proxied(real, names: list[str], value) -> ModuleProxy:
     """`real` as seen through a proxy whose attribute path `names` answers `value`."""
-    proxy = real if isinstance(real, _ModuleProxy) else _ModuleProxy(real)
+    proxy = real if isinstance(real, ModuleProxy) else ModuleProxy(real)
     head, *rest = names
     over = object.__getattribute__(proxy, "_over")
     over[head] = value if not rest else _proxied(getattr(proxy, head), rest, value)

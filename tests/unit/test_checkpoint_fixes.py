@@ -26,7 +26,7 @@ def test_table_is_well_formed():
     assert len(names) == len(set(names))
     for f in FIXES:
         assert f.why.strip(), f.name
-        assert (f.uses is not None) == (f.mechanism == "global"), f"{f.name}: a global fix states how often it is used"
+        assert (f.uses is not None) == (f.mechanism in ("global", "proxy")), f"{f.name}: states how often it is used"
         assert list(inspect.signature(f.replacement).parameters)[0] == "original", f.name
 
 
@@ -164,3 +164,61 @@ def test_the_trainer_methods_timed_around(method, params):
 
     assert tuple(inspect.signature(getattr(Trainer, method)).parameters) == params, method
     assert tuple(inspect.signature(getattr(TimedCheckpoints, method)).parameters) == params, method
+
+
+@pytest.mark.paddle
+def test_installed_moe_fixes_answer_the_old_paddle_in_their_module_only():
+    """mixtral's one-argument paddle.where gives [N, 1] columns and moe_gate's cumsum keeps int32, as the modeling
+    was written for; paddle itself (and every other module) still answers as Paddle 3.3.1 does."""
+    pytest.importorskip("paddlenlp")
+    import paddle
+    import paddlenlp.transformers.mixtral.modeling as mixtral
+    import paddlenlp.transformers.moe_gate as moe_gate
+
+    from llmpt.train import checkpoint_fixes
+
+    checkpoint_fixes.install()
+    mask = paddle.to_tensor([[True, False, True], [False, True, False]])
+    rows, cols = mixtral.paddle.where(mask)
+    assert rows.shape == [3, 1] and rows.flatten().tolist() == [0, 0, 1] and cols.flatten().tolist() == [0, 2, 1]
+    assert [t.shape for t in paddle.where(mask)] == [[3], [3]]
+    assert mixtral.paddle.where(mask, 1.0, 0.0).tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    ones = paddle.ones([3, 2], dtype="int32")
+    assert moe_gate.paddle.cumsum(ones, axis=0).dtype == paddle.int32
+    assert moe_gate.paddle.cumsum(ones, axis=0).tolist() == [[1, 1], [2, 2], [3, 3]]
+    assert moe_gate.paddle.cumsum(ones, axis=0, dtype="int64").dtype == paddle.int64
+    assert paddle.cumsum(ones, axis=0).dtype == paddle.int64
+    assert moe_gate.paddle.ones is paddle.ones  # everything else is Paddle's own
+
+
+@pytest.mark.paddle
+def test_installed_fix_lets_the_mixtral_block_route_as_its_equations():
+    """MixtralSparseMoeBlock after the fix equals the routing written out: softmax over the router, top-2,
+    renormalised, each token the weighted sum of its two experts' SwiGLU outputs."""
+    pytest.importorskip("paddlenlp")
+    import numpy as np
+    import paddle
+    from paddlenlp.transformers import MixtralConfig
+    from paddlenlp.transformers.mixtral.modeling import MixtralSparseMoeBlock
+
+    from llmpt.train import checkpoint_fixes
+
+    checkpoint_fixes.install()
+    paddle.seed(3)
+    config = MixtralConfig(hidden_size=16, intermediate_size=24, num_local_experts=4, num_experts_per_tok=2)
+    block = MixtralSparseMoeBlock(config)
+    x = paddle.randn([2, 5, 16])
+    out, router_logits = block(x)
+    h = x.numpy().reshape(-1, 16)
+    logits = h @ block.gate.weight.numpy()
+    np.testing.assert_allclose(router_logits.numpy(), logits, rtol=1e-5, atol=1e-6)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    want = np.zeros_like(h)
+    for t in range(h.shape[0]):
+        top = np.argsort(-probs[t])[:2]
+        for e in top:
+            w = {k: getattr(block.experts[e], k).weight.numpy() for k in ("w1", "w2", "w3")}
+            a = h[t] @ w["w1"]
+            want[t] += probs[t, e] / probs[t, top].sum() * (((a / (1 + np.exp(-a))) * (h[t] @ w["w3"])) @ w["w2"])
+    np.testing.assert_allclose(out.numpy().reshape(-1, 16), want, rtol=1e-4, atol=1e-6)
