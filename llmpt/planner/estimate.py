@@ -83,6 +83,7 @@ class Estimate:
     memory_mb: dict[str, float]
     params_total: int
     params_per_card: int
+    params_active: int  # what one token runs through (= params_total for dense models)
     model_flops_per_token: float
     hardware_flops_per_token: float
     # the verdict against a capacity, and the throughput where the device has a peak for the dtype
@@ -111,6 +112,7 @@ class Estimate:
             "fits": self.fits,
             "params_total": self.params_total,
             "params_per_card": self.params_per_card,
+            "params_active": self.params_active,
             "model_flops_per_token": self.model_flops_per_token,
             "hardware_flops_per_token": self.hardware_flops_per_token,
             "step_time_s": None if self.step_time_s is None else round(self.step_time_s, 4),
@@ -129,16 +131,36 @@ def _bytes(dtype: str) -> int:
     return 4 if dtype == "fp32" else 2
 
 
-def stage_params(g: ParamGroups, tp: int, pp: int) -> tuple[int, int]:
-    """Parameters held by one card of the first and of the last pipeline stage."""
-    per_layer = g.layer_matmul // tp + g.layer_other
+def ep_degree(lay: Layout) -> int:
+    """Expert-parallel degree of the layout (1 until the strategy grammar's ep<N> sets it)."""
+    return getattr(lay.degrees, "ep", 1) or 1
+
+
+def _expert_params_on_card(lay: Layout) -> int:
+    """Routed-expert parameters on one card of a stage (its share of the MoE layers, divided by ep and where the
+    family's experts are tensor-parallel by tp)."""
+    g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
+    deg = lay.degrees
+    split = ep_degree(lay) * (deg.tp if g.experts_split_by_tp else 1)
+    return math.ceil(g.moe_layers / deg.pp) * g.experts // split
+
+
+def stage_params(g: ParamGroups, tp: int, pp: int, ep: int = 1) -> tuple[int, int]:
+    """Parameters held by one card of the first and of the last pipeline stage. An MoE model's leading dense layers
+    (deepseek_v2's first_k_dense_replace) sit in the first stage; its routed experts are divided by ep."""
     layers = math.ceil(g.layers / pp)
     embed = g.embed // tp + g.positions
     head = g.head // tp + g.final
+
+    def stage(dense: int) -> int:
+        return dense * g.layer_on_card(False, tp, ep) + (layers - dense) * g.layer_on_card(True, tp, ep)
+
+    first_dense = min(g.dense_layers, layers)
+    last_dense = min(layers, max(0, g.dense_layers - (pp - 1) * layers))
     if pp == 1:
-        return embed + layers * per_layer + head, embed + layers * per_layer + head
+        return embed + stage(first_dense) + head, embed + stage(first_dense) + head
     tied_copy = g.embed // tp if g.head == 0 else 0  # PaddleNLP's pipe models share the embedding with the last stage
-    return embed + layers * per_layer, layers * per_layer + head + tied_copy
+    return embed + stage(first_dense), stage(last_dense) + head + tied_copy
 
 
 # fp32 optimizer state per parameter (PaddleNLP 3.0.0b4): AdamW's two moments; AdamWMini's first moment and one
@@ -167,8 +189,36 @@ def _state_bytes(n: int, layer_params: int, lay: Layout) -> dict[str, float]:
     return {"weights": weights, "gradients": grads, "master_weights": master, "optimizer_moments": moments}
 
 
-def layer_activation_bytes(lay: Layout, tokens: int) -> tuple[float, float]:
-    """(bytes a layer keeps for backward, bytes of its input alone) for `tokens` tokens on one card."""
+def layer_activation_bytes(lay: Layout, tokens: float) -> tuple[float, float]:
+    """(bytes a layer keeps for backward, bytes of its input alone) for `tokens` tokens on one card; an MoE model's
+    average over its dense and MoE layers."""
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    if not d.moe_layers:
+        return _layer_activation_bytes(lay, tokens, False)
+    dense = d.layers - d.moe_layers
+    kept_m, block = _layer_activation_bytes(lay, tokens, True)
+    kept_d = _layer_activation_bytes(lay, tokens, False)[0] if dense else 0.0
+    return (dense * kept_d + d.moe_layers * kept_m) / d.layers, block
+
+
+def _moe_mlp_activation_bytes(lay: Layout, tokens: float) -> float:
+    """Bytes per token an MoE layer's FFN keeps: for each of its top-k experts the gathered copy of the token (the
+    expert's input) and the expert output the routing weight multiplies, the expert's SwiGLU tensors (gate, up,
+    SiLU output, product: 4 x its width, divided by tp where the experts are tensor-parallel); the shared expert's
+    SwiGLU tensors; the router's float32 logits and probabilities. deepseek_v2's GShard dispatch keeps the
+    [tokens, experts, capacity] dispatch mask and combine weights in the compute dtype, experts x capacity = tokens
+    x top-k at balanced load (the lower bound: PaddleNLP sizes capacity by the busiest expert, drop_tokens off)."""
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    t = lay.degrees.tp
+    b = _bytes(lay.strategy.precision.dtype)
+    te = t if d.experts_split_by_tp else 1
+    kept = d.top_k * (2 * d.hidden + 4 * d.expert_ffn / te) * b + 4 * d.shared_ffn / t * b + 2 * d.num_experts * 4
+    if d.gshard_dispatch:
+        kept += 2 * tokens * d.top_k * b
+    return kept
+
+
+def _layer_activation_bytes(lay: Layout, tokens: float, moe: bool) -> tuple[float, float]:
     s = lay.strategy
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     t = lay.degrees.tp
@@ -190,6 +240,8 @@ def layer_activation_bytes(lay: Layout, tokens: int) -> tuple[float, float]:
     qkv = (d.q_dim + 2 * d.kv_dim) * b / t
     context = d.q_dim * b / t
     mlp = (4 if d.gated else 2) * f * b / t
+    if moe:
+        mlp = _moe_mlp_activation_bytes(lay, tokens)
     if flash:  # kernel keeps q, k, v, the output and a float32 log-sum-exp row per head
         core = heads * 4 + (heads * seq * b if d.alibi else 0)  # ALiBi: the added bias goes in as a dense mask
     else:  # softmax output (+ dropout mask and output); the scores themselves are not kept
@@ -283,8 +335,8 @@ def stage_memory(lay: Layout) -> tuple[tuple[dict[str, float], int], tuple[dict[
     cross-entropy's float32 buffers ([micro_batch, seq, vocab/tp])."""
     g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
     deg = lay.degrees
-    first_n, last_n = stage_params(g, deg.tp, deg.pp)
-    layer_params = g.layer_matmul // deg.tp + g.layer_other
+    first_n, last_n = stage_params(g, deg.tp, deg.pp, ep_degree(lay))
+    layer_params = max(g.layer_on_card(m, deg.tp, ep_degree(lay)) for m in (False, g.moe_layers > 0))
     act_first, act_last = activation_bytes(lay)
     first = _state_bytes(first_n, layer_params, lay) | {"activations": act_first, "logits_and_loss": 0.0}
     last = _state_bytes(last_n, layer_params, lay) | {"activations": act_last, "logits_and_loss": logits_bytes(lay)}
@@ -321,15 +373,40 @@ def flops_per_token(lay: Layout) -> tuple[float, float]:
     model = 3 * (matmul + attention)
     g = lay.strategy.recompute.granularity
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
-    attn_matmul = 2.0 * d.layers * (d.hidden * (d.q_dim + 2 * d.kv_dim) + d.q_dim * d.hidden)
-    layers_matmul = matmul - 2.0 * d.vocab * d.hidden
+    attn_matmul = 2.0 * d.layers * param_groups(lay.spec, lay.seq_len, lay.from_scratch).attention
+    layers_matmul = matmul - 2.0 * d.vocab * d.hidden + gshard_flops_per_token(lay)
     extra = {
         "off": 0.0,
         "core_attn": attention,
         "full_attn": attention + attn_matmul,
         "full": layers_matmul + attention,
     }
-    return model, model + extra[g]
+    return model, model + 3 * gshard_flops_per_token(lay) + extra[g]
+
+
+def gshard_flops_per_token(lay: Layout) -> float:
+    """Forward FLOPs per token of deepseek_v2's GShard dispatch and combine einsums (paddlenlp/transformers/
+    moe_layer.py: "sec,sm->ecm" and "sec,ecm->sm", 2 x experts x capacity x hidden each per token, experts x
+    capacity = micro-batch tokens x top-k at balanced load): work of the implementation, not of the model, so in
+    hardware FLOPs only. Quadratic in the micro batch's tokens."""
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    if not d.gshard_dispatch:
+        return 0.0
+    s, deg = lay.strategy, lay.degrees
+    tokens = s.batch.micro_batch_size * lay.seq_len / (deg.sep * deg.cp)
+    return d.moe_layers * 2 * (2.0 * tokens * d.top_k * d.hidden)
+
+
+def tp_replicated_flops_per_token(lay: Layout) -> float:
+    """Hardware FLOPs per token that tensor parallel does not divide: deepseek_v2's routed experts (plain Linear on
+    every tp rank) and its dispatch einsums; 0 for the families whose experts are tensor-parallel."""
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    if not d.moe_layers or d.experts_split_by_tp:
+        return 0.0
+    g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
+    experts = 2.0 * g.moe_layers * g.active_experts
+    again = experts if lay.strategy.recompute.granularity == "full" else 0.0
+    return 3 * experts + again + 3 * gshard_flops_per_token(lay)
 
 
 # Families whose projections carry biases (q/k/v at least): their bias adds are separate elementwise passes
@@ -337,6 +414,19 @@ BIASED_QKV = {"qwen", "qwen2", "chatglm2", "gpt", "opt", "bloom", "chatglm", "gl
 
 
 def layer_traffic_bytes(lay: Layout, tokens: float) -> tuple[float, float, float]:
+    """_layer_traffic_bytes, an MoE model's average over its dense and MoE layers."""
+    d = dims(lay.spec, lay.seq_len, lay.from_scratch)
+    if not d.moe_layers:
+        return _layer_traffic_bytes(lay, tokens, False)
+    dense = d.layers - d.moe_layers
+    a, m, c = _layer_traffic_bytes(lay, tokens, True)
+    if dense:
+        _, m_d, _ = _layer_traffic_bytes(lay, tokens, False)
+        m = (dense * m_d + d.moe_layers * m) / d.layers
+    return a, m, c
+
+
+def _layer_traffic_bytes(lay: Layout, tokens: float, moe: bool) -> tuple[float, float, float]:
     """Bytes one decoder layer's memory-bound kernels move in one forward over `tokens` tokens on one card:
     (attention block outside the core, MLP block, core attention's score-sized traffic).
 
@@ -350,7 +440,10 @@ def layer_traffic_bytes(lay: Layout, tokens: float) -> tuple[float, float, float
       1-byte mask per site;
     - core attention: flash attention keeps scores on chip and moves nothing score-sized, except a dense additive bias
       (ALiBi) it reads per head; without flash, QK^T writes the scores, softmax reads them and writes the
-      probabilities, which AV reads: 4 x heads x seq per token (+3 with dropout on the probabilities)."""
+      probabilities, which AV reads: 4 x heads x seq per token (+3 with dropout on the probabilities);
+    - an MoE layer: the router's softmax and top-k over the experts (float32, read and written), for each of the
+      top-k experts the token gathered in (read, write h), its SwiGLU (3 x the expert's width), the weighted
+      output scattered back (read, multiply, add: 3h); the shared expert's SwiGLU."""
     s = lay.strategy
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     t = lay.degrees.tp
@@ -364,6 +457,10 @@ def layer_traffic_bytes(lay: Layout, tokens: float) -> tuple[float, float, float
         rope = 2 * (q + kv) if lay.spec.position == "rope" else 0.0
         attn = (2 * h + rope + bias + 3 * h) * b
         mlp = (2 * h + 3 * f + 3 * h) * b
+        if moe:
+            te = t if d.experts_split_by_tp else 1
+            experts = d.top_k * (2 * d.hidden + 3 * d.expert_ffn / te + 3 * d.hidden)
+            mlp = (2 * h + 3 * h + experts + 3 * d.shared_ffn / t) * b + 2 * d.num_experts * 4
     else:
         attn = (2 * h + bias + 2 * h + 3 * h) * b + drop
         mlp = (2 * h + 2 * f + 2 * f + 2 * h + 3 * h) * b + drop
@@ -437,7 +534,8 @@ def step_parts(lay: Layout, device: Device, state: dict[str, float], n_card: int
     tokens_mb = s.batch.micro_batch_size * lay.seq_len
     tokens_step = tokens_mb * s.batch.grad_accum  # per data-parallel replica
     _, hw = flops_per_token(lay)
-    matmul = tokens_step * hw / mp / (peak * device.expected_hfu)
+    rep = tp_replicated_flops_per_token(lay)  # runs whole on every tp rank
+    matmul = tokens_step * ((hw - rep) / mp + rep * deg.tp / mp) / (peak * device.expected_hfu)
     hbm = device.hbm_gbs * 1e9 * HBM_EFFICIENCY
     micro_bytes, step_bytes = step_traffic_bytes(lay, n_card)
     micro_mem = s.batch.grad_accum * micro_bytes / hbm
@@ -456,6 +554,15 @@ def step_parts(lay: Layout, device: Device, state: dict[str, float], n_card: int
         volume = tokens_mb / (deg.sep * deg.cp) * d.hidden * b * 2 * (deg.tp - 1) / deg.tp
         layers = math.ceil(d.layers / deg.pp)
         tp_comm += s.batch.grad_accum * layers * per_layer * volume / _group_bandwidth(lay, device, deg.tp, 1)
+    ep, ep_comm = ep_degree(lay), 0.0
+    if ep > 1 and d.moe_layers:
+        # all-to-all over the ep ranks (moe_layer.py _AllToAll): each MoE layer dispatches its tokens' top-k copies
+        # and combines them back, forward and again backward: 4 x tokens x top-k x hidden, (ep-1)/ep leaving the card
+        volume = 4 * tokens_mb / (deg.sep * deg.cp) * d.top_k * d.hidden * b * (ep - 1) / ep
+        moe_layers = d.moe_layers / deg.pp
+        # the ep group is the data-parallel group (ep = dp on the pinned stack: strategies/parallel_dims.py)
+        bw = _group_bandwidth(lay, device, ep, deg.tp * deg.sep * deg.sharding * deg.pp)
+        ep_comm = s.batch.grad_accum * moe_layers * volume / bw
     w_bytes = state["weights"] * MiB
     g_full = n_card * _grad_bytes(lay)
     dp_comm = 0.0
@@ -475,12 +582,16 @@ def step_parts(lay: Layout, device: Device, state: dict[str, float], n_card: int
             dp_comm += share * (reduces * g_full + w_bytes) / bw
     if deg.dp > 1:
         bw = _group_bandwidth(lay, device, deg.dp, deg.tp * deg.sep * deg.sharding * deg.pp)
-        dp_comm += 2 * (deg.dp - 1) / deg.dp * g_full / deg.sharding / bw
+        # under expert parallel each dp rank holds different experts: their gradients skip the all-reduce
+        # (PaddleNLP's trainer: fused_allreduce_gradients_no_sync leaves the no_sync expert parameters out)
+        shared_grads = (n_card - _expert_params_on_card(lay)) * _grad_bytes(lay) if ep > 1 else g_full
+        dp_comm += 2 * (deg.dp - 1) / deg.dp * shared_grads / deg.sharding / bw
     return {
         "matmul": matmul,
         "memory_bound": micro_mem + optimizer,
         "pipeline_bubble": bubble + p2p,
         "tensor_parallel_comm": tp_comm,
+        "expert_parallel_comm": ep_comm,
         "data_parallel_comm": dp_comm,
         "offload": offload_time(lay, n_card),
     }
@@ -520,7 +631,7 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     mem, n_card = memory(lay, runtime)
     model_f, hw_f = flops_per_token(lay)
     g = param_groups(lay.spec, lay.seq_len, lay.from_scratch)
-    est = Estimate(device, mem, g.total, n_card, model_f, hw_f)
+    est = Estimate(device, mem, g.total, n_card, g.active, model_f, hw_f)
     if device is None:
         return est
     dtype = lay.strategy.precision.dtype

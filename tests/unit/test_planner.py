@@ -467,3 +467,71 @@ def test_data_parallel_beside_tensor_parallel_copies_the_gradients_at_the_step_e
     assert e.memory_mb["comm_buffers"] * 2**20 == pytest.approx(grads - kept)
     assert grads > kept  # one micro batch of 4096 tokens keeps less than the 13.5 GB of fp32 gradients
     assert estimate(row_layout(LLAMA7B), A100).memory_mb["comm_buffers"] == 0
+
+
+# ---- mixture of experts (issue 19 point 4) ----
+
+
+def test_moe_counts_total_and_active_parameters_and_computes_on_the_active():
+    """Mixtral-8x7B: 46,702,792,704 parameters (its checkpoint's model.safetensors.index.json total_size / 2), of
+    which a token runs through its 2 of 8 experts per layer; the model FLOPs are 2 per active matmul weight (the
+    router's included; the embedding lookup and the norms have none) forward, x3 with backward, plus attention."""
+    lay = _on("mixtral-8x7b", "sd8_stage2", micro_batch_size=1, grad_accum=8)
+    g = param_groups(lay.spec, 4096)
+    h, L, v = 4096, 32, 32000
+    per_expert = 3 * h * 14336
+    assert g.total == 46_702_792_704  # from scratch the same: 32000 is already a multiple of the vocabulary padding
+    assert g.total - g.active == L * 6 * per_expert
+    e = estimate(lay, A100)
+    assert (e.params_total, e.params_active) == (g.total, g.active)
+    matmul = 2 * (g.active - v * h - L * 2 * h - h)
+    attention = 4 * 4096 * 4096 * L
+    assert e.model_flops_per_token == 3 * (matmul + attention)
+
+
+def test_moe_experts_are_split_by_tp_in_mixtral_but_whole_on_every_tp_rank_in_deepseek():
+    """PaddleNLP 3.0.0b4: MixtralMLP builds its experts from Column/RowParallelLinear under tp; DeepseekV2MLP with
+    is_moe=True builds plain Linear, so tp divides DeepSeek's attention, shared expert and head but not its routed
+    experts (and their FLOPs run whole on every tp rank)."""
+    from llmpt.planner.estimate import tp_replicated_flops_per_token
+
+    for model, split in (("mixtral-8x7b", True), ("deepseek-v2-lite", False)):
+        one, two = (estimate(_on(model, s, micro_batch_size=1, grad_accum=8), A100) for s in ("dp8", "tp2"))
+        g = param_groups(_on(model, "dp8").spec, 4096)
+        routed = g.moe_layers * g.experts
+        tp_divided = (
+            g.embed + g.head + g.layers * g.layer_matmul + g.dense_layers * g.dense_ffn + g.moe_layers * g.moe_matmul
+        )
+        assert one.params_per_card == g.total
+        assert one.params_per_card - two.params_per_card == (tp_divided + (routed if split else 0)) / 2
+        lay2 = _on(model, "tp2", micro_batch_size=1, grad_accum=8)
+        rep = tp_replicated_flops_per_token(lay2)
+        assert (rep > 0) is not split
+        tokens = 8 * 4096
+        expected = tokens * ((two.hardware_flops_per_token - rep) / 2 + rep) / (312e12 * A100.expected_hfu)
+        assert two.step_time_parts["matmul"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_deepseek_dispatch_einsums_grow_with_the_micro_batch_and_mla_attends_over_its_widths():
+    """DeepSeek-V2-Lite (27 layers, the first dense; 64 experts, top-6; hidden 2048; 16 heads of 128 + 64 rotary
+    query/key dims and 128 value dims). PaddleNLP's MoELayer dispatches and combines through two einsums over a
+    dense [tokens, experts, capacity] mask: 2 x (tokens x top-k) x hidden FLOPs per token each, forward, so
+    per-token work grows with the micro batch (hardware FLOPs, not the model's); MLA's QK^T runs over 192-wide
+    heads, AV over 128-wide values."""
+    from llmpt.planner.estimate import gshard_flops_per_token
+    from llmpt.planner.shapes import forward_flops_per_token
+
+    one = _on("deepseek-v2-lite", "sd8_stage2", micro_batch_size=1, grad_accum=8)
+    one = replace(one, strategy=renamed(one.strategy, one.degrees, granularity="off"))
+    two = replace(one, strategy=one.strategy.model_copy(
+        update={"batch": one.strategy.batch.model_copy(update={"micro_batch_size": 2, "grad_accum": 4})}))  # fmt: skip
+    assert gshard_flops_per_token(one) == 26 * 2 * 2 * 4096 * 6 * 2048
+    assert gshard_flops_per_token(two) == 2 * gshard_flops_per_token(one)
+    model, hw = flops_per_token(one)
+    assert hw - model == 3 * gshard_flops_per_token(one)
+    assert flops_per_token(two)[0] == model
+    _, attention = forward_flops_per_token(one.spec, 4096)
+    assert attention == 2 * 4096 * (16 * 192 + 16 * 128) * 27
+    # the dispatch mask and combine weights, bf16, kept per MoE layer: 2 x tokens x (tokens x top-k) x 2 bytes
+    a1, a2 = (estimate(x, A100).memory_mb["activations"] for x in (one, two))
+    assert a2 > 2 * a1
