@@ -213,27 +213,32 @@ class _Workers:
     """The fast encoder's processes (spawned: they never import paddle); its spec reaches them as a pickled file
     named in each task. Without `helper` (the fast encoder chosen before the first document), spawned before the
     parent loads PaddleNLP, so that their start overlaps its import; one worker: in-process. With `helper`,
-    spawned only when the fast path is worth preparing, while the class encodes (a thread would do for one, the
-    native builds release the GIL, but a process can be stopped when the class finishes first: a thread still
-    inside a Rust build when the interpreter exits aborts it, rc 134). PaddleNLP's class itself encodes in
+    spawned when the fast path is worth preparing, while the class encodes, or with the run if the input is large
+    enough (`prespawn`: worth_prespawning), building a remembered spec's encoder meanwhile (a thread would do for
+    one, the native builds release the GIL, but a process can be stopped when the class finishes first: a thread
+    still inside a Rust build when the interpreter exits aborts it, rc 134). PaddleNLP's class itself encodes in
     _ClassWorkers."""
 
-    def __init__(self, workers: int, helper: bool = False, class_workers: int | None = None) -> None:
+    def __init__(
+        self, workers: int, helper: bool = False, class_workers: int | None = None, prespawn: bool = False
+    ) -> None:
         self.workers = workers
         self.helper = helper
+        self.prespawn = prespawn
         # PaddleNLP's class runs in as many processes as the user asked for, whatever the input's size (the
         # pipeline's pool does; `workers` is clamped to the chunks a fast encoder can keep busy)
         self.class_workers = class_workers or workers
         self.pool = None
         self.spec_files: dict[EncoderSpec, str] = {}
         self.encoders: dict[EncoderSpec, Encoder] = {}
+        self.remembered: set[EncoderSpec] = set()
         self.closed = False
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Workers:
         # helper: spawned only once the fast path is worth preparing (a small input the class finishes alone never
         # pays for starting them, nor do they take a core from the parent's PaddleNLP import)
-        if self.workers > 1 and not self.helper:
+        if self.prespawn or (self.workers > 1 and not self.helper):
             self._start()
         return self
 
@@ -247,9 +252,21 @@ class _Workers:
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
-        for f in self.spec_files.values():
-            with contextlib.suppress(OSError):
-                os.unlink(f)
+        for spec, f in self.spec_files.items():
+            if spec not in self.remembered:  # a remembered spec's file is the cache's
+                with contextlib.suppress(OSError):
+                    os.unlink(f)
+
+    def warm(self, spec_path: str) -> None:
+        """Every worker builds the encoder pickled at `spec_path` now (a remembered spec: while this process
+        imports PaddleNLP)."""
+        for _ in range(self.workers):
+            self.pool.apply_async(warm_task, (spec_path,))
+
+    def adopt(self, spec: EncoderSpec, spec_path: str) -> None:
+        """Tasks for `spec` name `spec_path` (already warmed), not a new file."""
+        self.remembered.add(spec)
+        self.spec_files[spec] = spec_path
 
     def _in_process(self, spec: EncoderSpec) -> Encoder:
         # the probe's encoder is the run's: built once (a 150k-entry BPE takes seconds)
@@ -326,6 +343,21 @@ def input_bytes(files: list[InputFile]) -> int:
     return sum(f.path.stat().st_size * (GZIP_RATIO if f.gzipped else 1) for f in files)
 
 
+# A fast path takes at least ~0.8 s to set up on a 151k vocabulary (the quickest measured: fastokens from Qwen's
+# tiktoken ranks, README), and PaddleNLP's fastest class measured encodes 7.8 MB/s on one core (QWenTokenizer, 151k
+# ranks: README). An input even that class would need longer for, in every worker, is worth starting the fast
+# encoder's workers for with the run, so that their start (~0.2 s of CPU each: python, numpy and the encoders'
+# imports) overlaps PaddleNLP's import rather than the set-up; a smaller one most likely never uses them.
+QUICKEST_SETUP_S = 0.8
+FASTEST_CLASS_BYTES_PER_S = 7.8e6
+
+
+def worth_prespawning(files: list[InputFile], class_workers: int) -> bool:
+    """Whether to start the fast encoder's workers with the run, not when the class has shown that the input
+    needs them (see QUICKEST_SETUP_S)."""
+    return input_bytes(files) / (FASTEST_CLASS_BYTES_PER_S * class_workers) > QUICKEST_SETUP_S
+
+
 def effective_workers(files: list[InputFile], workers: int) -> int:
     """No more processes than there are chunks to give them: a small input is encoded in-process rather than
     paying for workers it cannot keep busy."""
@@ -398,6 +430,64 @@ def remember_setup_seconds(key: str, seconds: float, exact: bool) -> None:
         os.replace(tmp, path)
 
 
+# The fast encoder's spec (what a worker builds it from: EncoderSpec) is only known once PaddleNLP's class is
+# loaded, ~3-5 s into a run. A run that used a fast encoder remembers its spec, keyed by the tokenizer directory's
+# files (names, sizes, mtimes) and the versions that derive it; the next large run's workers build the encoder from
+# it while the parent imports PaddleNLP, and the parent adopts it only if the spec it derives from the loaded class
+# is the same and the tokenizer's files hash the same (the fingerprint): else it is built anew, as without it.
+_SPEC_CACHE = "encoder-specs"  # in cache_dir(): <key>.pickle (the spec), <key>.json (fingerprint, spec sans model)
+
+
+def _spec_key(tokenizer_dir: Path) -> str | None:
+    import importlib.metadata
+
+    try:
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in tokenizer_dir.iterdir() if p.is_file())
+        versions = (__version__, importlib.metadata.version("paddlenlp"))
+    except (OSError, importlib.metadata.PackageNotFoundError):
+        return None
+    return hashlib.sha256(json.dumps([str(tokenizer_dir.resolve()), versions, files]).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class RememberedSpec:
+    path: str  # the pickled spec, which the workers build from
+    spec: EncoderSpec  # the same, without what the files determine (a byte-level BPE's vocabulary and merges)
+    tokenizer_sha256: str
+
+
+def remembered_spec(tokenizer_dir: Path) -> RememberedSpec | None:
+    """The fast encoder's spec an earlier run with these tokenizer files remembered, if any."""
+    import pickle
+
+    key = _spec_key(tokenizer_dir)
+    if key is None:
+        return None
+    base = cache_dir() / _SPEC_CACHE / key
+    with contextlib.suppress(OSError, ValueError, pickle.UnpicklingError, EOFError, TypeError, AttributeError):
+        meta = pickle.loads(base.with_suffix(".meta").read_bytes())
+        if base.with_suffix(".pickle").is_file():
+            return RememberedSpec(str(base.with_suffix(".pickle")), meta["spec"], meta["tokenizer_sha256"])
+    return None
+
+
+def remember_spec(tokenizer_dir: Path, spec: EncoderSpec, tokenizer_sha256: str) -> None:
+    """Keep the spec of the fast encoder this run used, for the next run with the same tokenizer files."""
+    import pickle
+
+    key = _spec_key(tokenizer_dir)
+    if key is None:
+        return
+    base = cache_dir() / _SPEC_CACHE / key
+    with contextlib.suppress(OSError):  # only a cache: a run does not fail for it
+        base.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"spec": replace(spec, bpe_model=None), "tokenizer_sha256": tokenizer_sha256}
+        for suffix, data in ((".pickle", pickle.dumps(spec)), (".meta", pickle.dumps(meta))):
+            tmp = base.with_name(f"{key}{suffix}.tmp-{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, base.with_suffix(suffix))
+
+
 @dataclass
 class Selection:
     """Which encoder encoded what in a run, and why (the manifest's encoder.selection)."""
@@ -408,6 +498,8 @@ class Selection:
     class_seconds: float = 0.0  # the class's encoding time, summed over its processes
     class_workers: int = 1  # the processes the class encoded in
     fast_backend: str | None = None  # the fast encoder that encoded the rest (None: it encoded nothing)
+    fast_spec: EncoderSpec | None = field(default=None, repr=False)  # its spec (remember_spec keeps it)
+    remembered: bool = False  # its workers built it from the spec an earlier run remembered, during the import
     fast_documents: int = 0
     fast_bytes: int = 0
     fast_ready_seconds: float | None = None  # when the fast path was chosen and probed (None: not before the end)
@@ -462,6 +554,7 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         "setup_floor_seconds": round(sel.floor.seconds, 3),
         "setup_floor_source": sel.floor.source,
         "contention": round(sel.contention, 2),
+        "spec_remembered": sel.remembered,
     }
 
 
@@ -637,6 +730,8 @@ def _encoded(
         spec, sel.probed = choice.wait()
         sel.fast_ready_seconds = choice.seconds
     sel.fast_backend = spec.backend
+    sel.fast_spec = spec
+    sel.remembered = spec in pool.remembered
     for r in pool.results(spec, itertools.chain([chunk], it)):
         sel.fast_documents += r.documents
         sel.fast_bytes += r.bytes_in
@@ -691,7 +786,12 @@ def prepare_data(
     from llmpt.data.selfcheck import Divergence, choose_encoder, probe_set
 
     helper = slow_start and not encoder
-    with _Workers(effective_workers(files, workers), helper=helper, class_workers=workers) as pool:
+    fast_workers = effective_workers(files, workers)
+    prespawn = helper and worth_prespawning(files, workers)
+    remembered = remembered_spec(tok_dir) if prespawn else None
+    with _Workers(fast_workers, helper=helper, class_workers=workers, prespawn=prespawn) as pool:
+        if remembered is not None:
+            pool.warm(remembered.path)
         import paddlenlp.transformers  # noqa: F401 - first, so that the load below times the vocabulary alone
 
         loading = time.perf_counter()
@@ -712,6 +812,11 @@ def prepare_data(
         )
         setup_key = f"{fingerprint['sha256']} {base.family} {base.backend}"
         floor = SetupFloor.of(load_seconds, known_setup_seconds(setup_key))
+        adopted = race and remembered is not None and remembered.tokenizer_sha256 == fingerprint["sha256"]
+        if adopted:
+            # built (or being built) by the workers since the run started: only its probe is left to do
+            pool.adopt(remembered.spec, remembered.path)
+            floor = SetupFloor(0.0, "the fast encoder's spec remembered by an earlier run, built during the import")
         sel = Selection(mode="race" if race else "forced" if encoder else "fast", floor=floor)
         remove_stale_temporaries(prefix)
         # after the tokenizer: importing paddle installs its own SIGTERM handler, which exits on the spot
@@ -728,8 +833,10 @@ def prepare_data(
                 )
                 again = Selection(mode=sel.mode, restarted=f"the {sel.fast_backend} encoder disagreed on a sample")
                 return _prepare(_FastChoice(lambda warn: (slow_spec, 0), background=False), again, *args)
-            if race and choice.started:
+            if race and choice.started and not adopted:
                 remember_setup_seconds(setup_key, *choice.setup_seconds())
+            if sel.fast_documents and sel.fast_spec is not None and not sel.remembered:
+                remember_spec(tok_dir, sel.fast_spec, fingerprint["sha256"])
             return result
 
 

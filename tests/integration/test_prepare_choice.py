@@ -73,3 +73,25 @@ def test_a_run_switches_from_the_class_to_the_fast_encoder_and_stays_identical(l
     assert "fastokens the rest" in sel["why"]
     # the fast part was checked: the probe before it, and samples of it
     assert enc["self_check"]["probe_documents"] > 100 and enc["self_check"]["sampled_documents"] >= 1
+
+
+def test_a_later_run_builds_the_remembered_fast_encoder_during_the_import_and_stays_identical(
+    larger, tmp_path, monkeypatch
+):
+    import llmpt.data.prepare as prepare
+
+    corpus, pipeline = larger
+    monkeypatch.setenv("LLMPT_CACHE", str(tmp_path / "cache"))
+    # as if PaddleNLP's fastest class were 10x slower: this 3 MB input then starts the fast encoder's workers with
+    # the run (a real one does from 6.3 MB with one worker)
+    monkeypatch.setattr(prepare, "FASTEST_CLASS_BYTES_PER_S", prepare.FASTEST_CLASS_BYTES_PER_S / 10)
+    runs = []
+    for k in range(2):
+        prepare_data([str(corpus)], output=str(tmp_path / f"o{k}"), tokenizer=str(GPT), workers=2)
+        assert _same_as_pipeline(tmp_path / f"o{k}", pipeline)
+        runs.append(read_manifest(tmp_path / f"o{k}")["encoder"])
+    first, second = (e["selection"] for e in runs)
+    assert runs[0]["backend"] == runs[1]["backend"] == "fastokens"
+    assert not first["spec_remembered"] and second["spec_remembered"]
+    assert "remembered by an earlier run" in second["setup_floor_source"] and second["setup_floor_seconds"] == 0
+    assert runs[1]["self_check"]["probe_documents"] > 100 and runs[1]["self_check"]["sampled_documents"] >= 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +263,41 @@ def test_set_up_times_are_remembered_exact_or_as_lower_bounds():  # LLMPT_CACHE:
     assert known_setup_seconds("k") == 1.2
     remember_setup_seconds("k", 0.9, exact=True)  # a measurement replaces the last one
     assert known_setup_seconds("k") == 0.9
+
+
+def test_a_large_input_starts_the_fast_encoders_workers_with_the_run_a_small_one_never(tmp_path):
+    from llmpt.data.inputs import InputFile
+    from llmpt.data.prepare import FASTEST_CLASS_BYTES_PER_S, QUICKEST_SETUP_S, worth_prespawning
+
+    def of_size(n: int) -> list[InputFile]:
+        p = tmp_path / f"{n}.jsonl"
+        with p.open("wb") as f:
+            f.truncate(n)  # sparse: only the size is read
+        return [InputFile(p, "jsonl")]
+
+    edge = int(FASTEST_CLASS_BYTES_PER_S * QUICKEST_SETUP_S)  # 6.24 MB: what the fastest class does in the set-up
+    assert not worth_prespawning(of_size(2_000_000), 1) and worth_prespawning(of_size(edge + 1000), 1)
+    assert not worth_prespawning(of_size(edge + 1000), 2)  # two class processes finish it in half the time
+    assert worth_prespawning(of_size(40_000_000), 2)
+
+
+def test_a_remembered_spec_is_found_only_for_the_same_tokenizer_files(tmp_path):
+    import os
+
+    from llmpt.data.prepare import remember_spec, remembered_spec
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "vocab.json").write_text("{}")
+    spec = _spec("spwords")
+    assert remembered_spec(tok_dir) is None
+    remember_spec(tok_dir, spec, "abc123")
+    found = remembered_spec(tok_dir)
+    assert found is not None and found.spec == spec and found.tokenizer_sha256 == "abc123"
+    assert Path(found.path).is_file()
+    (tok_dir / "vocab.json").write_text('{"a": 0}')  # another file: another key
+    assert remembered_spec(tok_dir) is None
+    (tok_dir / "vocab.json").write_text("{}")
+    st = os.stat(tok_dir / "vocab.json")
+    os.utime(tok_dir / "vocab.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, touched: another key
+    assert remembered_spec(tok_dir) is None
