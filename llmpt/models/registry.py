@@ -20,6 +20,9 @@ Family = Literal[
 ]  # fmt: skip
 # families whose PaddleNLP modeling routes tokens to experts (3.0.0b4: mixtral, qwen2_moe, deepseek_v2 modeling)
 MOE_FAMILIES = ("mixtral", "qwen2_moe", "deepseek_v2")
+# MoE families whose PaddleNLP modeling can split experts across ranks: MoELayer (transformers/moe_layer.py) over
+# the data-parallel group. Mixtral's MixtralSparseMoeBlock keeps every expert on every rank.
+EXPERT_PARALLEL_FAMILIES = ("qwen2_moe", "deepseek_v2")
 # families with DeepSeek's multi-head latent attention (deepseek_v2/modeling.py DeepseekV2Attention)
 MLA_FAMILIES = ("deepseek_v2",)
 

@@ -17,6 +17,9 @@ from llmpt.strategies.schema import Strategy
 
 # PaddleNLP's default hybrid_parallel_topo_order "pp_first" with segment parallel available (Paddle >= 2.6).
 TOPOLOGY_ORDER = ("dp", "pp", "sharding", "sep", "mp")
+# With use_expert_parallel its hybrid branch reorders that to order[1:-1] + ["dp", "mp"] (training_args.py,
+# 3.0.0b4): dp next to mp, so that a data-parallel group (the experts' all-to-all group) is adjacent ranks
+EXPERT_TOPOLOGY_ORDER = (*TOPOLOGY_ORDER[1:-1], "dp", "mp")
 # PaddleNLP's run_pretrain.py evaluates eval_iters = 10 batches per evaluation (the same first batches of the
 # validation split each time); the rank sizes the validation dataset from this number
 EVAL_ITERS = 10
@@ -116,6 +119,7 @@ OWNED_TRAINING_ARGS: dict[str, str] = {
     "sharding_parallel_degree": "the strategy name (--strategy, sdN)",
     "sep_parallel_degree": "the strategy name (--strategy, sepN)",
     "context_parallel_degree": "the strategy name (--strategy, cpN)",
+    "use_expert_parallel": "the strategy name (--strategy, epN)",
     "sharding": "the strategy name (--strategy, sdN_stageS[_offload])",
     "virtual_pp_degree": "the strategy name (--strategy, _vppN)",
     "sequence_parallel": "the strategy name (--strategy, _sp)",
@@ -183,9 +187,9 @@ MANAGED_TRAINING_ARGS: dict[str, str] = {
     "num_train_epochs": "train.max_steps (llmpt trains by steps)",
     "do_predict": "nothing: the ranks train and evaluate, they do not predict",
     "do_export": "nothing: the ranks train and evaluate, they do not export",
-    "expert_parallel_degree": "nothing: llmpt's layouts have no expert-parallel axis",
-    "expert_tensor_parallel_degree": "nothing: llmpt's layouts have no expert-parallel axis",
-    "use_expert_parallel": "nothing: llmpt's layouts have no expert-parallel axis",
+    "expert_parallel_degree": "the strategy name (--strategy, epN): PaddleNLP 3.0.0b4's MoE layer splits experts "
+    "over the data-parallel group; expert_parallel_degree > 1 needs dp 1 and builds groups no 3.0.0b4 modeling reads",
+    "expert_tensor_parallel_degree": "nothing: PaddleNLP 3.0.0b4 asserts it is 1 (expert tensor parallel unsupported)",
     "enable_auto_parallel": "nothing: llmpt runs PaddleNLP's dynamic hybrid-parallel Trainer",
 }
 
@@ -207,6 +211,10 @@ def _training_args(s: Strategy, d: ParallelDims) -> dict[str, Any]:
         "sharding_parallel_degree": d.sharding,
         "sep_parallel_degree": d.sep,
         "context_parallel_degree": d.cp,
+        # expert parallel: the Trainer leaves expert gradients out of the data-parallel all-reduce (they are the
+        # rank's own experts) and every dp rank saves its experts; expert_parallel_degree stays unset (see
+        # MANAGED_TRAINING_ARGS)
+        "use_expert_parallel": d.ep > 1,
         "sharding": _sharding_word(s, d),
         "virtual_pp_degree": p.virtual_pp,
         "sequence_parallel": p.sequence_parallel,
@@ -243,7 +251,7 @@ def _hybrid_configs(s: Strategy, d: ParallelDims) -> dict[str, Any]:
         "pp_degree": d.pp,
         "sharding_degree": d.sharding,
         "sep_degree": d.sequence_degree,
-        "order": list(TOPOLOGY_ORDER),
+        "order": list(EXPERT_TOPOLOGY_ORDER if d.ep > 1 and d.splits_model else TOPOLOGY_ORDER),
     }
     if d.pp > 1:
         cfg["pp_configs"] = _pp_configs(s, d)

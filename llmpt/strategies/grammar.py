@@ -2,10 +2,11 @@
 
 Grammar (canonical order, each part optional, degree-1 axes omitted):
 
-    [dpN][tpN][ppN][sepN][cpN][sdN] [_stageS] [_offload] [_vppN] [_sp] [_rc | _rcattn | _rccore]
+    [dpN][tpN][ppN][sepN][cpN][sdN][epN] [_stageS] [_offload] [_vppN] [_sp] [_rc | _rcattn | _rccore]
 
 - `dpN` fixes the data-parallel degree; without it dp is derived from the world size. `dp1` alone is one device.
 - `sdN` (N > 1) needs `_stage1|2|3`; `_offload` needs stage 2 or 3; `_vppN` needs pp > 1; `_sp` needs tp > 1.
+- `epN` splits a mixture-of-experts model's experts over the N data-parallel ranks (N = dp: see ParallelDims).
 - `_rc` = full recompute, `_rcattn` = full_attn, `_rccore` = core_attn.
 """
 
@@ -23,7 +24,7 @@ _SUFFIX_RECOMPUTE = {v[1:]: k for k, v in _RECOMPUTE_SUFFIX.items()}
 _GROUPS = {NAME_SPELLING[a]: a for a in NAME_ORDER}  # regex group (name spelling) -> axis
 
 _NAME_RE = re.compile(
-    r"^(?:dp(?P<dp>\d+))?(?:tp(?P<tp>\d+))?(?:pp(?P<pp>\d+))?(?:sep(?P<sep>\d+))?(?:cp(?P<cp>\d+))?(?:sd(?P<sd>\d+))?"
+    r"^(?:dp(?P<dp>\d+))?(?:tp(?P<tp>\d+))?(?:pp(?P<pp>\d+))?(?:sep(?P<sep>\d+))?(?:cp(?P<cp>\d+))?(?:sd(?P<sd>\d+))?(?:ep(?P<ep>\d+))?"
     r"(?:_stage(?P<stage>\d+))?(?P<offload>_offload)?(?:_vpp(?P<vpp>\d+))?(?P<sp>_sp)?"
     r"(?:_(?P<rc>rc|rcattn|rccore))?$"
 )
@@ -123,7 +124,9 @@ def format_name(parts: NameParts) -> str:
     axes = p.dims.name_prefix()
     if not axes:
         # only "one device" has no axis > 1; a derived dp with nothing else has no name
-        raise StrategyError("a strategy needs at least one axis (dpN, tpN, ppN, sepN, cpN or sdN)", "e.g. dp1, dp8")
+        raise StrategyError(
+            "a strategy needs at least one axis (dpN, tpN, ppN, sepN, cpN, sdN or epN)", "e.g. dp1, dp8"
+        )
     if p.sharding > 1:
         axes += f"_stage{p.stage}"
         if p.offload:

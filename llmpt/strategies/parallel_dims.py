@@ -13,14 +13,20 @@ from typing import Any
 from llmpt.errors import StrategyError
 
 # the order degrees are shown and stored in; "sd" is how the name grammar spells the sharding axis
-AXES = ("dp", "tp", "pp", "sharding", "sep", "cp")
-NAME_SPELLING = {"dp": "dp", "tp": "tp", "pp": "pp", "sep": "sep", "cp": "cp", "sharding": "sd"}
-NAME_ORDER = ("dp", "tp", "pp", "sep", "cp", "sharding")  # the grammar's order of axes in a name
+AXES = ("dp", "tp", "pp", "sharding", "sep", "cp", "ep")
+NAME_SPELLING = {"dp": "dp", "tp": "tp", "pp": "pp", "sep": "sep", "cp": "cp", "sharding": "sd", "ep": "ep"}
+NAME_ORDER = ("dp", "tp", "pp", "sep", "cp", "sharding", "ep")  # the grammar's order of axes in a name
+# Expert parallel is no factor of the world size on the pinned stack: PaddleNLP 3.0.0b4's MoELayer
+# (transformers/moe_layer.py, moe_group "data") splits each layer's experts over the data-parallel group, so ep
+# names how many of dp's ranks share out the experts, and must equal dp. (The Trainer's own expert_parallel_degree
+# needs dp 1 and builds communication groups that no 3.0.0b4 modeling reads.)
+WORLD_AXES = tuple(a for a in AXES if a != "ep")
 
 
 @dataclass(frozen=True)
 class ParallelDims:
-    """Degrees of the six axes. `dp` is None while it is still to be derived from the world size."""
+    """Degrees of the seven axes. `dp` is None while it is still to be derived from the world size. `ep` (expert
+    parallel) splits the experts of a mixture-of-experts model over the dp ranks: not a factor of the world size."""
 
     dp: int | None = None
     tp: int = 1
@@ -28,6 +34,7 @@ class ParallelDims:
     sharding: int = 1
     sep: int = 1
     cp: int = 1
+    ep: int = 1
 
     def __post_init__(self) -> None:
         for axis in AXES:
@@ -41,6 +48,18 @@ class ParallelDims:
                 f"sep{self.sep} and cp{self.cp} together; segment parallel and context parallel exclude each other",
                 "keep one of them",
             )
+        if self.ep > 1 and self.dp is not None and self.dp != self.ep:
+            raise StrategyError(self.ep_problem(self.dp), self.ep_hint())
+
+    def ep_problem(self, dp: int) -> str:
+        """Why ep cannot go with `dp`: the one message for every place that meets it."""
+        return (
+            f"ep{self.ep} with dp{dp}: PaddleNLP 3.0.0b4's MoE layer splits each layer's experts over the "
+            f"data-parallel ranks, so ep must equal dp (here dp{dp})"
+        )
+
+    def ep_hint(self) -> str:
+        return f"give dp{self.ep} for ep{self.ep} (e.g. dp{self.ep}ep{self.ep}), or leave ep out"
 
     @property
     def model_degree(self) -> int:
@@ -54,8 +73,8 @@ class ParallelDims:
 
     @property
     def min_ranks(self) -> int:
-        """The smallest world size this layout runs on (dp 1 where dp is derived)."""
-        return self.model_degree * (self.dp or 1)
+        """The smallest world size this layout runs on (dp 1 where dp is derived; dp = ep with expert parallel)."""
+        return self.model_degree * (self.dp or self.ep)
 
     @property
     def resolved(self) -> bool:
@@ -83,21 +102,28 @@ class ParallelDims:
         return self.model_degree > 1
 
     def factors(self, with_dp: bool = False) -> list[str]:
-        """['tp2', 'sd4']: the axes > 1 in the name grammar's spelling (dp first when asked for and known)."""
-        out = [f"{NAME_SPELLING[a]}{getattr(self, a)}" for a in NAME_ORDER if a != "dp" and getattr(self, a) > 1]
+        """['tp2', 'sd4']: the world-size factors > 1 in the name grammar's spelling (dp first when asked for and
+        known); ep, no factor, is not among them."""
+        out = [
+            f"{NAME_SPELLING[a]}{getattr(self, a)}" for a in NAME_ORDER if a in WORLD_AXES[1:] and getattr(self, a) > 1
+        ]
         if with_dp and self.dp is not None:
             out.insert(0, f"dp{self.dp}")
         return out
 
     def describe(self) -> str:
-        """'dp2 x tp2 x sd4' (resolved) or 'tp2 x sd4'."""
-        return " x ".join(self.factors(with_dp=True)) or "dp1"
+        """'dp2 x tp2 x sd4' (resolved) or 'tp2 x sd4'; expert parallel after it: 'dp4 (experts over ep4)'."""
+        shown = self if self.dp is not None or self.ep == 1 else replace(self, dp=self.ep)  # ep fixes dp
+        text = " x ".join(shown.factors(with_dp=True)) or "dp1"
+        return text + (f" (experts over ep{self.ep})" if self.ep > 1 else "")
 
     def name_prefix(self) -> str:
         """The axes part of a strategy name: 'tp2sd4', 'dp8', 'dp1'; dp only when fixed."""
         parts = self.factors(with_dp=False)
         if self.dp is not None:
             parts.insert(0, f"dp{self.dp}")
+        if self.ep > 1:
+            parts.append(f"ep{self.ep}")
         return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +157,15 @@ class ParallelDims:
                     self._fit_hint(strategy_name, world_size, need),
                 )
             return self
+        if self.ep > 1 and world_size != self.model_degree * self.ep:
+            derived = world_size // self.model_degree if world_size % self.model_degree == 0 else None
+            said = f"dp{derived}" if derived else f"no whole dp ({world_size} / {self.model_degree})"
+            raise StrategyError(
+                f"strategy {strategy_name} needs {self.model_degree * self.ep} ranks "
+                f"({' x '.join([f'dp{self.ep}', *factors])}: ep{self.ep} is the dp degree) but {world_flag} gives "
+                f"{world_size}, so {said}",
+                f"pass {self.model_degree * self.ep} devices",
+            )
         if world_size % self.model_degree:
             raise StrategyError(
                 f"strategy {strategy_name} needs a multiple of {self.model_degree} ranks ({' x '.join(factors)}) but "
@@ -145,7 +180,7 @@ class ParallelDims:
 
         rest = self.split_degree
         alt = None
-        if world_size % rest == 0:
+        if world_size % rest == 0 and self.ep == 1:  # ep pins dp: no other dp or sharding fits it
             k = world_size // rest
             if self.sharding > 1 and k >= 2:
                 alt = rename_axes(strategy_name, replace(self, sharding=k, dp=None))

@@ -71,6 +71,12 @@ class ParallelConfig(_Section):
     sharding: int = Field(1, ge=1, description="Sharding (ZeRO) degree, 'sd' in names: fleet sharding_degree.")
     sep: int = Field(1, ge=1, description="Segment (sequence) parallel degree: splits the sequence across ranks.")
     cp: int = Field(1, ge=1, description="Context parallel degree (ring attention); exclusive with sep.")
+    ep: int = Field(
+        1,
+        ge=1,
+        description="Expert parallel degree, 'ep' in names: a mixture-of-experts model's experts split over the dp "
+        "ranks (PaddleNLP 3.0.0b4's MoE layer uses the data-parallel group), so ep equals dp; use_expert_parallel.",
+    )
     stage: Literal[1, 2, 3] = Field(
         1, description="Sharding stage: 1 shards optimizer states, 2 also gradients, 3 also parameters."
     )

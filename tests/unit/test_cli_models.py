@@ -135,3 +135,19 @@ def test_models_list_and_show(cli):
     assert len([m for m in rows if m["seed_weight"]]) == 29
     shown = json.loads(cli("models", "show", "llama-tiny", "--json").stdout)
     assert shown["paddlenlp_config"]["model_type"] == "llama"
+
+
+def test_models_show_and_list_give_moe_totals_active_and_experts(cli):
+    r = cli("models", "show", "mixtral-8x7b", "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    # Mixtral-8x7B-v0.1's checkpoint: 46,702,792,704 parameters; 2 of 8 experts active: 12.9B, as Mistral states
+    assert (d["total_parameters"], d["active_parameters"]) == (46_702_792_704, 12_879_925_248)
+    assert (d["moe_layers"], d["parameters_per_expert"]) == (32, 3 * 4096 * 14336)
+    assert (d["num_experts"], d["num_experts_per_tok"]) == (8, 2)
+    assert d["paddlenlp_config"]["num_local_experts"] == 8
+    models = {m["id"]: m for m in json.loads(cli("models", "list", "--json").stdout)["models"]}
+    assert models["deepseek-ai/DeepSeek-V2"]["total_parameters"] == 235_741_434_880
+    assert "total_parameters" not in models["meta-llama/Llama-2-7b"]  # dense: no expert facts
+    table = cli("models", "list").stdout
+    assert "160 + 2 shared, top-6" in table and "235.7B (21.4B active)" in table

@@ -96,3 +96,18 @@ def test_run_training_args_match_golden():
     if os.environ.get("LLMPT_UPDATE_GOLDEN") == "1":
         RUN_GOLDEN.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
     assert current == json.loads(RUN_GOLDEN.read_text())
+
+
+def test_expert_parallel_is_use_expert_parallel_and_paddlenlps_expert_topology():
+    """ep: PaddleNLP 3.0.0b4's MoE layer splits experts over the data-parallel group; the Trainer's
+    use_expert_parallel keeps their gradients out of the dp all-reduce and, in its hybrid branch, reorders the
+    topology to order[1:-1] + [dp, mp]. expert_parallel_degree is never set (> 1 would force dp 1)."""
+    hybrid = expand(resolve_strategy("dp2tp2ep2"), 4)
+    assert hybrid.training_args["use_expert_parallel"] is True
+    assert "expert_parallel_degree" not in hybrid.training_args
+    assert hybrid.hybrid_configs["order"] == ["pp", "sharding", "sep", "dp", "mp"]
+    assert (hybrid.hybrid_configs["dp_degree"], hybrid.hybrid_configs["mp_degree"]) == (2, 2)
+    pure = expand(resolve_strategy("dp2ep2"), 2)
+    assert pure.training_args["use_expert_parallel"] is True
+    assert pure.hybrid_configs["order"] == ["dp", "pp", "sharding", "sep", "mp"]  # no hybrid branch: fleet's default
+    assert expand(resolve_strategy("dp2"), 2).training_args["use_expert_parallel"] is False

@@ -25,6 +25,10 @@ CANONICAL = [
     "tp4_sp_rccore",
     "sep4sd2_stage1",
     "tp2cp2",
+    "dp2ep2",
+    "ep8",
+    "dp4tp2ep4_rc",
+    "sd4ep2_stage1",
 ]
 
 
@@ -45,22 +49,26 @@ def test_parse_reads_every_part():
 def test_parse_inverts_format_over_the_grammar():
     # every combination of a few values per part that the rules allow
     count = 0
-    for dp, tp, pp, sd, stage, offload, vpp, sp, rc in itertools.product(
+    for dp, tp, pp, sd, ep, stage, offload, vpp, sp, rc in itertools.product(
         (None, 2),
         (1, 2),
         (1, 4),
         (1, 8),
+        (1, 2, 4),
         (1, 2, 3),
         (False, True),
         (1, 2),
         (False, True),
         ("off", "full", "full_attn", "core_attn"),
     ):
+        if ep > 1 and dp not in (None, ep):
+            continue  # ep equals dp (ParallelDims refuses it in the constructor already)
         parallel = ParallelConfig(
             dp=dp,
             tp=tp,
             pp=pp,
             sharding=sd,
+            ep=ep,
             stage=stage if sd > 1 else 1,
             offload=offload,
             virtual_pp=vpp,
@@ -74,7 +82,7 @@ def test_parse_inverts_format_over_the_grammar():
             continue
         assert parsed == parts, name
         count += 1
-    assert count > 200
+    assert count > 400
 
 
 @pytest.mark.parametrize(
@@ -93,6 +101,9 @@ def test_parse_inverts_format_over_the_grammar():
         ("dp1tp2", "dp1 only stands alone"),
         ("tp0", "must be >= 1"),
         ("sd2tp2_stage1", "not a strategy name"),  # axes in canonical order only
+        ("ep2sd2_stage1", "not a strategy name"),  # ep comes last of the axes
+        ("dp2ep4", "ep4 with dp2"),
+        ("ep1", "write no ep1"),
     ],
 )
 def test_bad_names_say_which_rule(name, fragment):

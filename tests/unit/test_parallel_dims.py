@@ -47,5 +47,35 @@ def test_invalid_degrees_are_refused(bad):
 
 
 def test_unknown_axis_in_dict_form():
-    with pytest.raises(StrategyError, match="unknown parallel axis 'ep'"):
-        ParallelDims.from_dict({"dp": 1, "ep": 2})
+    with pytest.raises(StrategyError, match="unknown parallel axis 'etp'"):
+        ParallelDims.from_dict({"dp": 1, "etp": 2})
+
+
+# expert parallel: PaddleNLP 3.0.0b4's MoE layer splits experts over the data-parallel group, so ep is dp
+
+
+def test_ep_is_no_factor_of_the_world_size_and_fixes_dp():
+    d = ParallelDims(ep=4)
+    assert (d.model_degree, d.min_ranks) == (1, 4)
+    assert d.for_world(4, "ep4") == ParallelDims(dp=4, ep=4)
+    assert ParallelDims(sharding=2, ep=2).for_world(4, "sd2ep2_stage1") == ParallelDims(dp=2, sharding=2, ep=2)
+    assert ParallelDims(dp=4, ep=4).describe() == "dp4 (experts over ep4)"
+    assert ParallelDims(tp=2, ep=2).describe() == "dp2 x tp2 (experts over ep2)"
+    assert ParallelDims(dp=2, tp=2, ep=2).name_prefix() == "dp2tp2ep2"
+    assert ParallelDims.from_dict(ParallelDims(dp=2, ep=2).to_dict()) == ParallelDims(dp=2, ep=2)
+
+
+def test_ep_other_than_dp_is_refused_with_every_factor():
+    with pytest.raises(StrategyError) as e:
+        ParallelDims(dp=2, ep=4)
+    assert e.value.message == (
+        "ep4 with dp2: PaddleNLP 3.0.0b4's MoE layer splits each layer's experts over the data-parallel ranks, so "
+        "ep must equal dp (here dp2)"
+    )
+    assert e.value.hint == "give dp4 for ep4 (e.g. dp4ep4), or leave ep out"
+    with pytest.raises(StrategyError) as e:
+        ParallelDims(tp=2, ep=2).for_world(8, "tp2ep2")
+    assert e.value.message == (
+        "strategy tp2ep2 needs 4 ranks (dp2 x tp2: ep2 is the dp degree) but world size gives 8, so dp4"
+    )
+    assert e.value.hint == "pass 4 devices"

@@ -67,7 +67,7 @@ def test_the_marker_records_the_saving_run(train, tmp_path):
     ckpt = saved_by(train, tmp_path, "tp2", *BATCH_4x2)
     record = json.loads((ckpt / MARKER).read_text())["run"]
     assert (record["model"], record["strategy"], record["stage"], record["global_batch"]) == ("llama-tiny", "tp2", 0, 8)
-    assert record["degrees"] == {"dp": 1, "tp": 2, "pp": 1, "sharding": 1, "sep": 1, "cp": 1}
+    assert record["degrees"] == {"dp": 1, "tp": 2, "pp": 1, "sharding": 1, "sep": 1, "cp": 1, "ep": 1}
     assert record["model_dims"]["num_hidden_layers"] == 4 and record["seq_len"] == 128
     assert SavedRun.from_dict(record) == saved_run(ckpt)
     assert is_unified(ckpt)
