@@ -6,8 +6,10 @@ repeated characters (its regex, no re.S), `tokenizer.tokenize` + `convert_tokens
 paddlenlp.data.indexed_dataset's MMapIndexedDatasetBuilder (add_item/end_document/finalize).
 
 Every run is a fresh process (imports, tokenizer load and worker start-up included), started by this script, which
-times it from the outside. The run reports when its first document was written: start-up = launch to first
-document, steady state = the rest of the input over the rest of the time. For each family and worker count the
+times it from the outside. The run reports when PaddleNLP was imported and the tokenizer loaded (loaded: both sides
+need it, llmpt for its self-check) and when its first document was written: start-up = launch to first document
+(the pipeline's first is written after its pool's first 256 lines), steady state = the rest of the input over the
+rest of the time. For each family and worker count the
 baseline and llmpt alternate (the order flips every repeat), so that load from elsewhere hits both; the table
 shows the median over repeats, the spread (min-max of the ratio), whether the outputs are byte-identical, and the
 machine's load average during the cell.
@@ -129,6 +131,7 @@ def run_baseline(corpus: Path, prefix: str, workers: int, tokenizer_dir: str | P
     tokenizer_dir = str(tokenizer_dir or FAMILIES["sentencepiece"][0])
     conv = _Baseline(tokenizer_dir)
     vocab = AutoTokenizer.from_pretrained(tokenizer_dir).vocab_size
+    loaded = time.time()  # PaddleNLP imported and the tokenizer loaded (its workers load it again)
     dtype = np.uint16 if vocab < 2**16 - 1 else np.int32
     pool = mp.get_context("fork").Pool(workers, initializer=conv.initializer)
     builder = indexed_dataset.make_builder(prefix + ".bin", "mmap", dtype)
@@ -147,24 +150,33 @@ def run_baseline(corpus: Path, prefix: str, workers: int, tokenizer_dir: str | P
                 first = (time.time(), done)
     pool.close()
     builder.finalize(prefix + ".idx")
-    return {"first": first, "end": time.time(), "tokens": tokens}
+    return {"first": first, "loaded": loaded, "end": time.time(), "tokens": tokens}
 
 
 def run_llmpt(corpus: Path, prefix: str, workers: int, tokenizer_dir: str | Path | None = None, **kw) -> dict:
-    from llmpt.data.prepare import prepare_data
+    import llmpt.data.prepare as prepare
 
-    first = None
+    first = loaded = None
+    load = prepare.load_tokenizer
+
+    def timed_load(*a):
+        nonlocal loaded
+        tok = load(*a)
+        loaded = time.time()  # PaddleNLP imported and the tokenizer loaded
+        return tok
+
+    prepare.load_tokenizer = timed_load
 
     def progress(docs, tokens, nbytes):
         nonlocal first
         if first is None:
             first = (time.time(), nbytes)
 
-    r = prepare_data(
+    r = prepare.prepare_data(
         [str(corpus)], output=prefix, workers=workers, tokenizer=str(tokenizer_dir) if tokenizer_dir else None,
         force=True, progress=progress, **kw,
     )  # fmt: skip
-    return {"first": first, "end": time.time(), "tokens": r.tokens, "encoder": r.encoder}
+    return {"first": first, "loaded": loaded, "end": time.time(), "tokens": r.tokens, "encoder": r.encoder}
 
 
 def _child(args) -> None:
@@ -204,6 +216,7 @@ def timed(kind: str, corpus: Path, prefix: str, workers: int, tokenizer_dir: Pat
         # machine do not change, unlike the wall time
         "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "startup": t_first - launch,
+        "loaded": r["loaded"] - launch,
         # meaningless when the first document came after most of the input (small corpora): nan
         "steady_mbs": (size - bytes_first) / 1e6 / max(end - t_first, 1e-9) if bytes_first < size / 2 else float("nan"),
         "load": (load0 + os.getloadavg()[0]) / 2,
@@ -222,7 +235,8 @@ def bench(args) -> None:
     print(f"corpus {corpus} ({mb:.1f} MB), {os.cpu_count()} cores, repeats {args.repeat}")
     print(
         f"{'family':14s} {'w':>2s} | {'baseline s':>10s} {'llmpt s':>8s} {'ratio':>6s} {'spread':>11s} | "
-        f"{'cpu s b/l':>11s} | {'start-up b/l':>12s} | {'steady MB/s b/l':>16s} {'ratio':>6s} | {'same':4s} "
+        f"{'cpu s b/l':>11s} | {'loaded b/l':>11s} {'start-up b/l':>12s} | {'steady MB/s b/l':>16s} {'ratio':>6s} | "
+        f"{'same':4s} "
         f"{'load':>5s} | encoder"
     )
     rows = []
@@ -241,7 +255,7 @@ def bench(args) -> None:
                     same = _same(f"{tmp}/baseline", f"{tmp}/llmpt")
                 b, m = runs["baseline"], runs["llmpt"]
                 ratios = [x["wall"] / y["wall"] for x, y in zip(b, m, strict=True)]
-                fields = ("wall", "cpu", "startup", "steady_mbs", "load")
+                fields = ("wall", "cpu", "loaded", "startup", "steady_mbs", "load")
                 med = {k: {f: statistics.median(r[f] for r in v) for f in fields} for k, v in runs.items()}
                 enc = m[-1]["encoder"]
                 row = {
@@ -249,6 +263,7 @@ def bench(args) -> None:
                     "llmpt_s": med["llmpt"]["wall"], "ratio": med["baseline"]["wall"] / med["llmpt"]["wall"],
                     "ratio_min": min(ratios),
                     "ratio_max": max(ratios), "cpu_baseline": med["baseline"]["cpu"], "cpu_llmpt": med["llmpt"]["cpu"],
+                    "loaded_baseline": med["baseline"]["loaded"], "loaded_llmpt": med["llmpt"]["loaded"],
                     "startup_baseline": med["baseline"]["startup"],
                     "startup_llmpt": med["llmpt"]["startup"], "steady_baseline": med["baseline"]["steady_mbs"],
                     "steady_llmpt": med["llmpt"]["steady_mbs"], "same": same,
@@ -262,6 +277,7 @@ def bench(args) -> None:
                     f"{family:14s} {w:2d} | {row['baseline_s']:10.1f} {row['llmpt_s']:8.1f} {row['ratio']:5.2f}x "
                     f"{row['ratio_min']:4.2f}-{row['ratio_max']:4.2f}x | "
                     f"{row['cpu_baseline']:5.1f}/{row['cpu_llmpt']:5.1f} | "
+                    f"{row['loaded_baseline']:5.1f}/{row['loaded_llmpt']:5.1f} "
                     f"{row['startup_baseline']:5.1f}/{row['startup_llmpt']:5.1f} | "
                     f"{row['steady_baseline']:7.2f}/{row['steady_llmpt']:7.2f} "
                     f"{row['steady_llmpt'] / row['steady_baseline']:5.2f}x | {str(same):4s} {row['load']:5.1f} | "
