@@ -271,6 +271,12 @@ def bench(args) -> None:
                     "encoder": f"{enc['family']}/{enc['backend']}",
                     # how much the class encoded while the fast path was prepared (llmpt's last run)
                     "class_mb": (enc.get("selection") or {}).get("class_bytes", 0) / 1e6,
+                    # per llmpt run: its wall time, and whether its fast encoder was built from a remembered spec
+                    "llmpt_runs": [
+                        (round(r["wall"], 1), (r["encoder"].get("selection") or {}).get("spec_remembered"))
+                        for r in m
+                    ],
+                    "baseline_runs": [round(r["wall"], 1) for r in b],
                 }  # fmt: skip
                 rows.append(row)
                 print(
@@ -281,7 +287,8 @@ def bench(args) -> None:
                     f"{row['startup_baseline']:5.1f}/{row['startup_llmpt']:5.1f} | "
                     f"{row['steady_baseline']:7.2f}/{row['steady_llmpt']:7.2f} "
                     f"{row['steady_llmpt'] / row['steady_baseline']:5.2f}x | {str(same):4s} {row['load']:5.1f} | "
-                    f"{row['encoder']} (class {row['class_mb']:.2f} MB)",
+                    f"{row['encoder']} (class {row['class_mb']:.2f} MB) | runs b {row['baseline_runs']} "
+                    f"l {row['llmpt_runs']}",
                     flush=True,
                 )
     if args.json:
