@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from llmpt.models.registry import all_models
+from llmpt.models.registry import all_models, resolve_model
 from llmpt.planner.devices import all_devices, resolve_device
 from llmpt.planner.estimate import Layout
 from llmpt.planner.search import fewest_devices
-from llmpt.planner.tune import rank
+from llmpt.planner.tune import base_strategy, rank
 from llmpt.resolve import RunRequest, resolve_plan
 
 SEQ = 4096
@@ -26,9 +26,10 @@ def one(model: str, world: int, device_name: str) -> tuple[str, float, str]:
     nnodes = world // per_node
     spec_seq = 128 if model.endswith("-tiny") else SEQ
     t0 = time.perf_counter()
+    base_name = base_strategy(resolve_model(model), world)
     plan = resolve_plan(
-        RunRequest(model=model, strategy=f"dp{world}", gpus=str(per_node), nnodes=nnodes, seq_len=spec_seq,
-                   device="gpu", device_type=device_name, local=False,
+        RunRequest(model=model, strategy=base_name, gpus=str(per_node), nnodes=nnodes, seq_len=spec_seq, device="gpu",
+                   device_type=device_name, local=False,
                    master="first-node:36017" if nnodes > 1 else None,
                    set_items=("strategy.batch.micro_batch_size=1", "strategy.batch.grad_accum=1"))
     )  # fmt: skip

@@ -41,7 +41,7 @@ def tune(
     from llmpt.planner.devices import resolve_device
     from llmpt.planner.estimate import Layout
     from llmpt.planner.search import fewest_devices
-    from llmpt.planner.tune import rank, replica_counts
+    from llmpt.planner.tune import base_strategy, rank, replica_counts
     from llmpt.resolve import RunRequest, resolve_plan
     from llmpt.resolve.layout import replay_sets
 
@@ -62,7 +62,7 @@ def tune(
             f"pass a multiple of --seq-len {seq}, e.g. {max(1, tokens // seq) * seq}",
         )
     base_plan = resolve_plan(
-        RunRequest(model=spec, strategy=f"dp{world}" if world > 1 else "dp1", gpus=gpus, nnodes=nnodes,
+        RunRequest(model=spec, strategy=base_strategy(spec, world), gpus=gpus, nnodes=nnodes,
                    seq_len=seq, device="gpu", device_type=device.name, local=False,
                    master="first-node:36017" if nnodes > 1 else None,
                    set_items=("strategy.batch.micro_batch_size=1", "strategy.batch.grad_accum=1"))

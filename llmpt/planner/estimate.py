@@ -205,9 +205,10 @@ def _moe_mlp_activation_bytes(lay: Layout, tokens: float) -> float:
     """Bytes per token an MoE layer's FFN keeps: for each of its top-k experts the gathered copy of the token (the
     expert's input) and the expert output the routing weight multiplies, the expert's SwiGLU tensors (gate, up,
     SiLU output, product: 4 x its width, divided by tp where the experts are tensor-parallel); the shared expert's
-    SwiGLU tensors; the router's float32 logits and probabilities. deepseek_v2's GShard dispatch keeps the
-    [tokens, experts, capacity] dispatch mask and combine weights in the compute dtype, experts x capacity = tokens
-    x top-k at balanced load (the lower bound: PaddleNLP sizes capacity by the busiest expert, drop_tokens off)."""
+    SwiGLU tensors; the router's float32 logits and probabilities. MoELayer's GShard dispatch (qwen2_moe,
+    deepseek_v2) keeps the [tokens, experts, capacity] dispatch mask and combine weights in the compute dtype,
+    experts x capacity = tokens x top-k at balanced load (the lower bound: PaddleNLP sizes capacity by the busiest
+    expert, drop_tokens off)."""
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     t = lay.degrees.tp
     b = _bytes(lay.strategy.precision.dtype)
@@ -385,10 +386,10 @@ def flops_per_token(lay: Layout) -> tuple[float, float]:
 
 
 def gshard_flops_per_token(lay: Layout) -> float:
-    """Forward FLOPs per token of deepseek_v2's GShard dispatch and combine einsums (paddlenlp/transformers/
-    moe_layer.py: "sec,sm->ecm" and "sec,ecm->sm", 2 x experts x capacity x hidden each per token, experts x
-    capacity = micro-batch tokens x top-k at balanced load): work of the implementation, not of the model, so in
-    hardware FLOPs only. Quadratic in the micro batch's tokens."""
+    """Forward FLOPs per token of MoELayer's GShard dispatch and combine einsums (qwen2_moe, deepseek_v2;
+    paddlenlp/transformers/moe_layer.py: "sec,sm->ecm" and "sec,ecm->sm", 2 x experts x capacity x hidden each per
+    token, experts x capacity = micro-batch tokens x top-k at balanced load): work of the implementation, not of the
+    model, so in hardware FLOPs only. Quadratic in the micro batch's tokens."""
     d = dims(lay.spec, lay.seq_len, lay.from_scratch)
     if not d.gshard_dispatch:
         return 0.0
@@ -560,8 +561,9 @@ def step_parts(lay: Layout, device: Device, state: dict[str, float], n_card: int
         # and combines them back, forward and again backward: 4 x tokens x top-k x hidden, (ep-1)/ep leaving the card
         volume = 4 * tokens_mb / (deg.sep * deg.cp) * d.top_k * d.hidden * b * (ep - 1) / ep
         moe_layers = d.moe_layers / deg.pp
-        # the ep group is the data-parallel group (ep = dp on the pinned stack: strategies/parallel_dims.py)
-        bw = _group_bandwidth(lay, device, ep, deg.tp * deg.sep * deg.sharding * deg.pp)
+        # the ep group is the data-parallel group (ep = dp on the pinned stack: strategies/parallel_dims.py), and
+        # with use_expert_parallel PaddleNLP orders the topology [..., dp, mp]: dp ranks sit tp apart
+        bw = _group_bandwidth(lay, device, ep, deg.tp * deg.sep)
         ep_comm = s.batch.grad_accum * moe_layers * volume / bw
     w_bytes = state["weights"] * MiB
     g_full = n_card * _grad_bytes(lay)
@@ -694,9 +696,11 @@ def candidate_changes(lay: Layout) -> list[tuple[str, Layout, list[str]]]:
         out.append((f"recompute {g}", replace(lay, strategy=renamed(s, deg, granularity=g)), []))
     if deg.sharding > 1 and p.stage < 3 and not (deg.tp > 1 and p.stage == 2):  # PaddleNLP refuses tp + stage 3
         out.append((f"sharding stage {p.stage + 1}", replace(lay, strategy=renamed(s, deg, stage=p.stage + 1)), []))
+    # expert parallel follows dp (ep = dp on the pinned stack): gone with dp, halved with it
+    no_ep = {"ep": 1} if deg.ep > 1 else {}
     if deg.sharding == 1 and deg.dp > 1:  # turn data parallel into sharding stage 2 over the same ranks
-        new = replace(deg, dp=1, sharding=deg.dp)
-        st = renamed(s, new, dp=None if p.dp is None else 1, sharding=deg.dp, stage=2)
+        new = replace(deg, dp=1, sharding=deg.dp, **no_ep)
+        st = renamed(s, new, dp=None if p.dp is None else 1, sharding=deg.dp, stage=2, **no_ep)
         out.append((f"sharding stage 2 over the dp{deg.dp} ranks", replace(lay, strategy=st, degrees=new), []))
     tp2 = deg.tp * 2
     spec = lay.spec
@@ -705,8 +709,9 @@ def candidate_changes(lay: Layout) -> list[tuple[str, Layout, list[str]]]:
             new = replace(deg, tp=tp2, sharding=deg.sharding // 2)
             st = renamed(s, new, tp=tp2, sharding=new.sharding, stage=p.stage if new.sharding > 1 else 1)
         elif deg.dp % 2 == 0:
-            new = replace(deg, tp=tp2, dp=deg.dp // 2)
-            st = renamed(s, new, tp=tp2, dp=None if p.dp is None else new.dp)
+            half_ep = {"ep": deg.dp // 2} if deg.ep > 1 else {}
+            new = replace(deg, tp=tp2, dp=deg.dp // 2, **half_ep)
+            st = renamed(s, new, tp=tp2, dp=None if p.dp is None else new.dp, **half_ep)
         else:
             new = None
         if new is not None:

@@ -144,12 +144,12 @@ def _dims(spec: ModelSpec, seq_len: int, from_scratch: bool = True) -> Dims:
 
 # Families whose routed experts are tensor-parallel linears (PaddleNLP 3.0.0b4: MixtralMLP and Qwen2MoeMLP build
 # Column/RowParallelLinear under tp); deepseek_v2's experts are plain Linear (DeepseekV2MLP with is_moe=True), whole on
-# every tp rank, divided only by expert parallel (MoELayer over the data-parallel group, paddlenlp/transformers/
-# moe_layer.py)
+# every tp rank, divided only by expert parallel
 EXPERTS_SPLIT_BY_TP = {"mixtral", "qwen2_moe"}
-# deepseek_v2's MoELayer dispatches GShard-style (moe_layer.py: einsum "sec,sm->ecm" and "sec,ecm->sm" over a dense
-# [tokens, experts, capacity] mask); mixtral and qwen2_moe gather each expert's tokens by index
-GSHARD_DISPATCH = {"deepseek_v2"}
+# qwen2_moe's and deepseek_v2's sparse blocks are PaddleNLP's MoELayer (paddlenlp/transformers/moe_layer.py): experts
+# split over the data-parallel group, tokens dispatched GShard-style (einsum "sec,sm->ecm" and "sec,ecm->sm" over a
+# dense [tokens, experts, capacity] mask); mixtral's MixtralSparseMoeBlock gathers each expert's tokens by index
+GSHARD_DISPATCH = {"qwen2_moe", "deepseek_v2"}
 
 
 def _shared_ffn(spec: ModelSpec) -> int:

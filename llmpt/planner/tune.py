@@ -3,9 +3,9 @@ fixed global batch, ranked by the planner's predicted tokens/card/s among those 
 
 The axes: tensor parallel (1, 2, 4, 8 within a node; with or without sequence parallel), pipeline parallel (with
 interleaving vpp 2 where the layers divide), the rest of the devices as data parallel x sharding (stage 1-3, with
-optimizer offload from stage 2), recompute granularity, and micro batch x accumulation (powers of two) at the
-global batch. Each candidate is a strategy name plus the --set list that makes `llmpt plan` resolve exactly it, so
-its estimate replays (tests/unit/test_tune.py)."""
+optimizer offload from stage 2), recompute granularity, expert parallel over the dp ranks for mixture-of-experts
+models, and micro batch x accumulation (powers of two) at the global batch. Each candidate is a strategy name plus
+the --set list that makes `llmpt plan` resolve exactly it, so its estimate replays (tests/unit/test_tune.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from llmpt.models.registry import ModelSpec
 from llmpt.planner.devices import Device
 from llmpt.planner.estimate import RECOMPUTE_ORDER, Estimate, Layout, allowed, estimate, renamed
+from llmpt.planner.shapes import GSHARD_DISPATCH as MOE_LAYER_FAMILIES
 
 TP_CHOICES = (1, 2, 4, 8)  # within one node's NVLink domain
 PP_CHOICES = (1, 2, 4, 8, 16)
@@ -41,7 +43,7 @@ class Candidate:
         if d.pp > 1:
             parts.append(f"pp{d.pp}" + (f" vpp{s.parallel.virtual_pp}" if s.parallel.virtual_pp > 1 else ""))
         if d.dp > 1:
-            parts.append(f"dp{d.dp}")
+            parts.append(f"dp{d.dp}" + (f" (experts over ep{d.ep})" if d.ep > 1 else ""))
         if d.sharding > 1:
             parts.append(f"sharding{d.sharding} stage {s.parallel.stage}" + (" +offload" if s.parallel.offload else ""))
         parts.append(f"recompute {s.recompute.granularity}")
@@ -50,6 +52,17 @@ class Candidate:
         spare = (e.capacity_mb or 0) - e.memory_mb_per_card
         room = f"{spare / 1024:.1f} GiB spare" if self.fits else f"{-spare / 1024:.1f} GiB over"
         return f"{', '.join(parts)}: {room}"
+
+
+def base_strategy(spec: ModelSpec, world: int) -> str:
+    """The strategy tune renames every candidate from (its preset carries the defaults): pure data parallel; for an
+    MoE model whose MoE layer takes the dp ranks as expert parallel (qwen2_moe, deepseek_v2: llmpt/models/shape.py
+    refuses dp without ep), dp with ep; where its experts do not divide over `world`, sharding stage 1 instead."""
+    if world == 1:
+        return "dp1"
+    if spec.num_experts and spec.family in MOE_LAYER_FAMILIES:
+        return f"dp{world}ep{world}" if spec.num_experts % world == 0 else f"sd{world}_stage1"
+    return f"dp{world}"
 
 
 def _divisors(n: int) -> list[int]:
@@ -86,16 +99,20 @@ def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterat
             stages = (1, 2, 3) if sd > 1 else (1,)
             vpps = (1, 2) if pp > 1 and layers % (pp * 2) == 0 else (1,)
             sps = (False, True) if tp > 1 else (False,)
-            for stage, vpp, sp, g in itertools.product(stages, vpps, sps, granularities):
+            # expert parallel splits an MoE model's experts over the dp ranks (ep = dp on the pinned stack; which
+            # families take it is the model check's call, in `allowed`)
+            eps = (1, dp) if spec.num_experts and dp > 1 else (1,)
+            for stage, vpp, sp, g, ep in itertools.product(stages, vpps, sps, granularities, eps):
                 for offload in (False, True) if sd > 1 and stage >= 2 else (False,):
+                    extra = {"ep": ep} if ep > 1 else {}
                     try:
                         st = renamed(
                             s, base.degrees, dp=dp if dp > 1 else None, tp=tp, pp=pp, sharding=sd,
-                            stage=stage, offload=offload, virtual_pp=vpp, sequence_parallel=sp, granularity=g,
+                            stage=stage, offload=offload, virtual_pp=vpp, sequence_parallel=sp, granularity=g, **extra,
                         )  # fmt: skip
+                        dims = replace(base.degrees, dp=dp, tp=tp, pp=pp, sharding=sd, **extra)
                     except Exception:  # noqa: BLE001 - a combination the grammar refuses is not a candidate
                         continue
-                    dims = replace(base.degrees, dp=dp, tp=tp, pp=pp, sharding=sd)
                     yield replace(base, strategy=st, degrees=dims, nproc_per_node=per_node), global_seqs // (dp * sd)
 
 
@@ -106,8 +123,8 @@ def with_batch(lay: Layout, mbs: int, acc: int) -> Layout:
 
 
 def _order(lay: Layout, e: Estimate) -> tuple:
-    """Fastest first; at equal predicted speed the simpler layout: without optimizer offload (whose host traffic
-    and CPU update the planner does not count yet), a lower sharding stage, less recompute, then less memory."""
+    """Fastest first; at equal predicted speed the simpler layout: without optimizer offload, a lower sharding
+    stage, less recompute, then less memory."""
     p = lay.strategy.parallel
     speed = round(e.tokens_per_card_per_sec or 0.0, 6)
     recompute = RECOMPUTE_ORDER.index(lay.strategy.recompute.granularity)

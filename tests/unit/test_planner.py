@@ -535,3 +535,22 @@ def test_deepseek_dispatch_einsums_grow_with_the_micro_batch_and_mla_attends_ove
     # the dispatch mask and combine weights, bf16, kept per MoE layer: 2 x tokens x (tokens x top-k) x 2 bytes
     a1, a2 = (estimate(x, A100).memory_mb["activations"] for x in (one, two))
     assert a2 > 2 * a1
+
+
+def test_expert_parallel_divides_the_experts_and_pays_the_all_to_all():
+    """DeepSeek-V2-Lite on dp8 vs dp8ep8 (MoELayer splits each layer's 64 experts over the 8 data-parallel ranks):
+    7/8 of the routed experts leave each card, their gradients leave the dp all-reduce, and each of the 26 MoE
+    layers pays an all-to-all of its tokens' top-6 copies, dispatch and combine, forward and backward:
+    4 x tokens x 6 x hidden x 2 bytes x 7/8 over NVLink at 3/4 of 300 GB/s, per micro batch."""
+    dp, ep = (_on("deepseek-v2-lite", s, micro_batch_size=1, grad_accum=4) for s in ("dp8", "dp8ep8"))
+    assert (dp.degrees.ep, ep.degrees.ep) == (1, 8)
+    g = param_groups(ep.spec, 4096)
+    a, b = estimate(dp, A100), estimate(ep, A100)
+    assert a.params_per_card - b.params_per_card == g.moe_layers * g.experts * 7 // 8
+    assert a.step_time_parts["expert_parallel_comm"] == 0
+    all_to_all = 4 * 4 * 4096 * 6 * 2048 * 2 * 7 / 8 * 26 / (300e9 * 0.75)
+    assert b.step_time_parts["expert_parallel_comm"] == pytest.approx(all_to_all, rel=1e-12)
+    grad = 4 if ep.strategy.precision.master_grad else 2
+    shared = (b.params_per_card - g.moe_layers * g.experts // 8) * grad
+    assert b.step_time_parts["data_parallel_comm"] == pytest.approx(2 * 7 / 8 * shared / (300e9 * 0.75), rel=1e-12)
+    assert b.memory_mb_per_card < a.memory_mb_per_card
