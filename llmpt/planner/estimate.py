@@ -1,18 +1,25 @@
 """Per-card memory and throughput of a run, from the model's shapes, the strategy and the device (no paddle).
 
-Memory, per card of the busiest pipeline stage:
+Memory, per card of the busier pipeline stage (stage_memory: the first holds the embedding and pp micro batches in
+flight, the last the LM head and the logits):
 - weights, gradients, fp32 master weights, Adam moments: counted from the exact parameter layout (shapes.py),
-  divided by tp/pp, and by the sharding degree as Paddle's sharding stages divide them (stage 1: optimizer state;
-  stage 2: + gradients; stage 3: + weights, plus the gathered layers in flight).
+  divided by tp/pp (MoE: routed experts by ep), and by the sharding degree as Paddle's sharding stages divide them
+  (stage 1: optimizer state; stage 2: + gradients; stage 3: + weights, plus the gathered layers in flight).
 - activations: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models"), term by
-  term for each family's layer (gated or plain MLP, GQA widths, dropout masks), with tp, sequence parallel,
-  selective/full recompute, flash attention (no s x s scores) and ALiBi's materialised bias; times the micro
-  batches a 1F1B pipeline keeps in flight.
-- logits and loss buffers of the last stage; the rotary tables each attention layer of llama, qwen2 and mistral
-  builds (shapes.rotary_table_bytes); a runtime term for what the framework allocates beyond these tensors.
-Throughput: hardware FLOPs per token (6N + the attention term, plus the recomputed forward) over peak x expected
-utilisation, plus what the strategy cannot hide: tensor-parallel all-reduces, the pipeline bubble and sharding/
-data-parallel traffic. MFU counts model FLOPs only (no recompute), as the seed's table and Megatron do.
+  term for each family's layer (SwiGLU or GELU MLP, LayerNorm or RMSNorm statistics, GQA/MLA widths, dropout masks,
+  MoE experts and dispatch), with tp, sequence parallel, selective/full recompute, flash attention (no s x s scores)
+  and ALiBi's materialised bias; times the micro batches a 1F1B pipeline keeps in flight.
+- logits and cross-entropy buffers of the last stage; the rotary tables each attention layer of llama, qwen2 and
+  mistral builds (shapes.rotary_table_bytes); communication buffers (pp p2p, dp's fused all-reduce copy); a fitted
+  runtime term for what the framework allocates beyond these tensors. The card's usable memory is its size less
+  the CUDA context and an allocator share proportional to the card (usable_mb).
+Throughput (step_parts): matmul FLOPs per token (6N on the active parameters + the attention term + what recompute
+repeats) at the device's fitted matmul efficiency; memory-bound kernels (norms, residuals, rotary, activations,
+dropout, cross-entropy, gradient accumulation, optimizer update, fp16's loss scaler) at its datasheet HBM
+bandwidth; and what the strategy cannot hide: tensor-parallel all-reduces, MoE all-to-all, the pipeline bubble and
+p2p, sharding/data-parallel traffic, offload. MFU counts model FLOPs only (no recompute), as the seed's table and
+Megatron do. The two fitted constants (RUNTIME_MB_GPU, the A100's expected_hfu) and their leave-one-out error:
+bench/plan_vs_seed.py.
 """
 
 from __future__ import annotations
@@ -651,6 +658,11 @@ def estimate(lay: Layout, device: Device | None) -> Estimate:
     est.fits = est.memory_mb_per_card <= est.capacity_mb
     if not device.calibrated:
         est.notes.append(f"{device.name}: expected utilisation {device.expected_hfu:.0%} is an assumption")
+    if dtype == "fp16":
+        est.notes.append(
+            "fp16: the loss scaler's unscale pass over the gradients is counted (memory as bf16); steps it skips "
+            "on overflow are not"
+        )
     if lay.strategy.parallel.offload and lay.degrees.sharding > 1:
         est.notes.append(
             f"offload: {offload_time(lay, est.params_per_card):.2f} s per step for the host update, from assumed PCIe "
