@@ -82,6 +82,7 @@ class ChunkResult:
     samples: list[tuple[str, list[int]]] = field(default_factory=list)
     paddle_loaded: bool = False  # whether this worker process has imported paddle (it must not, on a fast path)
     peak_rss_kb: int = 0  # the encoding process's peak resident memory so far
+    max_id: int = -1  # the largest id written (EOS included); -1: none
 
 
 def _native_threads_to_one() -> None:
@@ -505,8 +506,9 @@ def encode_chunk(chunk: Chunk, enc: Encoder, sample: bool = True) -> ChunkResult
         flat = np.insert(flat.astype(np.int64, copy=False), ends, spec.eos_id)
         sizes = sizes + 1
     dtype = np.dtype(spec.dtype)
-    if len(flat) and dtype == np.uint16 and int(flat.max()) > np.iinfo(np.uint16).max:
-        raise OverflowError(f"token id {int(flat.max())} does not fit {dtype.name}")
+    result.max_id = int(flat.max()) if len(flat) else -1
+    if dtype == np.uint16 and result.max_id > np.iinfo(np.uint16).max:
+        raise OverflowError(f"token id {result.max_id} does not fit {dtype.name}")
     result.documents = len(sizes)
     result.tokens = flat.astype(dtype).tobytes()
     result.sizes = sizes.astype(np.int32)

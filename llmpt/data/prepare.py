@@ -859,6 +859,7 @@ def _prepare(
     start = time.perf_counter()
     checker = SampleChecker(tok, slow_spec, 0)  # inactive until a fast encoder encodes
     documents = tokens = skipped = empty = bytes_in = peak_rss_kb = 0
+    max_id = -1
     bad_lines: list[dict] = []
     bin_hash = hashlib.sha256()
     spec = slow_spec
@@ -880,6 +881,7 @@ def _prepare(
                 empty += r.empty
                 bytes_in += r.bytes_in
                 peak_rss_kb = max(peak_rss_kb, r.peak_rss_kb)
+                max_id = max(max_id, r.max_id)
                 for f, line, why in r.bad_lines:
                     if len(bad_lines) < MAX_BAD_REPORTED:
                         bad_lines.append({"file": f, "line": line, "reason": why})
@@ -912,6 +914,7 @@ def _prepare(
             {
                 "documents": documents,
                 "tokens": tokens,
+                "max_id": max_id,  # train refuses a model whose vocabulary this id is not below
                 "skipped": skipped,
                 "empty": empty,
                 "dtype": spec.dtype,
@@ -1101,6 +1104,8 @@ def merge_prefixes(prefixes: list[str], output: str, force: bool = False) -> Pre
             {
                 "documents": len(docs) - 1,
                 "tokens": int(sizes.astype(np.int64).sum()),
+                # the shards' largest id, when every manifest says it
+                "max_id": max(ids) if None not in (ids := [m.get("max_id") for _, _, m in shards]) else None,
                 "skipped": sum(m.get("skipped", 0) for _, _, m in shards if m),
                 "empty": sum(m.get("empty", 0) for _, _, m in shards if m),
                 "dtype": dtype.name,

@@ -237,6 +237,13 @@ def check_data(prefixes: list[str], vocab_size: int) -> tuple[dict[str, dict], s
                     f"says {m['documents']} / {m['tokens']} (changed since prepare-data?)",
                     "prepare the data again",
                 )
+            if m.get("max_id") is not None and m["max_id"] >= vocab_size:
+                raise DataError(
+                    f"--data {prefix}: holds token id {m['max_id']}, at or above the model's vocabulary of "
+                    f"{vocab_size} (tokenized with {m['tokenizer'].get('class', 'another tokenizer')}, "
+                    f"{m['tokenizer'].get('num_ids', m['tokenizer']['vocab_size'])} ids)",
+                    "prepare the data with the model's own tokenizer: llmpt prepare-data … --tokenizer MODEL_OR_DIR",
+                )
             if m["tokenizer"]["vocab_size"] > vocab_size:
                 raise DataError(
                     f"--data {prefix}: tokenized with a {m['tokenizer']['vocab_size']}-token vocabulary, larger than "

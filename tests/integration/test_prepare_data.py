@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from llmpt.cli.main import app
 from llmpt.data.mmap import read_index
-from llmpt.data.prepare import output_paths, prepare_data
+from llmpt.data.prepare import output_paths, prepare_data, read_manifest
 from llmpt.data.tokenizer import SHIPPED_CORPUS, SHIPPED_TOKENIZER
 
 pytest.importorskip("paddlenlp")
@@ -129,6 +129,10 @@ def test_text_gzip_dir_and_merge(tmp_path):
     assert json.loads(res.stdout)["documents"] == 3
     for ext in ("bin", "idx"):
         assert (tmp_path / f"m.{ext}").read_bytes() == (tmp_path / f"all.{ext}").read_bytes()
+    # the largest id written (train refuses a model whose vocabulary it is not below), per shard and merged
+    ids = {p: np.fromfile(tmp_path / f"{p}.bin", dtype=np.uint16) for p in ("a", "b", "m")}
+    assert [read_manifest(tmp_path / p)["max_id"] for p in ids] == [int(v.max()) for v in ids.values()]
+    assert int(ids["m"].max()) == max(int(ids["a"].max()), int(ids["b"].max())) > 2  # above EOS (2): real ids
 
 
 def _cli(*args):
