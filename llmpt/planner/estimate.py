@@ -51,7 +51,7 @@ CUDA_CONTEXT_MB = 512.0
 ALLOCATOR_SHARE = (3072.0 - CUDA_CONTEXT_MB) / 81920.0  # 3.1% of the card
 RESERVE_MB_GPU = CUDA_CONTEXT_MB + ALLOCATOR_SHARE * 81920.0  # the 80 GB card's (llmpt/models/matrix.py reads it)
 INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
-LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth (nccl-tests busbw on NVLink)
+LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth (a stated assumption, not fitted)
 # Memory-bound kernels (norms, residual adds, rotary, activation functions, casts, softmax/cross-entropy, the
 # optimizer update) move bytes, not FLOPs: timed at this share of the datasheet HBM bandwidth (devices.yaml hbm_gbs).
 # Streaming copies reach ~90% of peak on A100/H100 (NVIDIA's bandwidthTest, STREAM-style microbenchmarks); framework
