@@ -278,10 +278,11 @@ def activation_bytes(lay: Layout) -> tuple[float, float]:
         in_flight = min(deg.pp, s.batch.grad_accum)
         if s.parallel.virtual_pp > 1:
             in_flight *= 1 + (deg.pp - 1) / (deg.pp * s.parallel.virtual_pp)
-    first = layers * kept * in_flight
-    if s.recompute.granularity == "full":  # the layer being recomputed holds everything once
-        first += layer_activation_bytes(replace(lay, strategy=_no_recompute(s)), tokens)[0]
-    last = first / in_flight if deg.pp > 1 else first
+    recomputing = 0.0
+    if s.recompute.granularity == "full":  # the layer being recomputed holds everything once, on every stage
+        recomputing = layer_activation_bytes(replace(lay, strategy=_no_recompute(s)), tokens)[0]
+    first = layers * kept * in_flight + recomputing
+    last = layers * kept + recomputing
     b = _bytes(s.precision.dtype)
     if d.alibi:  # the model-level ALiBi bias [b, heads/tp, s, s], built once per forward
         bias = s.batch.micro_batch_size * d.heads / deg.tp * lay.seq_len**2 * b
@@ -313,7 +314,8 @@ def comm_buffer_bytes(lay: Layout, activations_and_logits: float, n_card: int) -
       into 128 MB buckets that all live until _split_tensors copies them back: a second copy of the card's
       gradients, at the step's end when the activations are already freed (so only what exceeds them counts).
     - pure data parallel (paddle.DataParallel's reducer) and sharding stage 1/2 (DygraphShardingOptimizer reduces per
-      parameter; GroupShardedStage2 fuses only parameters under 2^23 elements, i.e. norms and biases) add nothing
+      parameter, or with enable_stage1_tensor_fusion fuses parameters and gradients into comm buffers the tensors
+      then live in; GroupShardedStage2 fuses only parameters under 2^23 elements, i.e. norms and biases) add nothing
       measurable; their remainder is in the fitted runtime term.
     """
     s, deg = lay.strategy, lay.degrees
