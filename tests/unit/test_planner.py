@@ -29,6 +29,21 @@ def test_each_seed_row_within_10_percent(row):
     assert e.fits  # every row ran on an 80 GB card
 
 
+def test_the_two_fitted_constants_are_the_seed_tables_minimax_fit():
+    """The planner's only fitted numbers (bench/plan_vs_seed.py refits them, in sample and leave-one-out): the GPU
+    runtime term and the A100's matmul efficiency, each the minimax relative-error fit over the 11 rows."""
+    from llmpt.planner.estimate import RUNTIME_MB_GPU
+    from llmpt.planner.seed import fit_matmul_efficiency, fit_runtime_mb
+
+    layouts = [row_layout(r) for r in ROWS]
+    counted = [estimate(lay, A100).memory_mb_per_card - RUNTIME_MB_GPU for lay in layouts]
+    runtime = fit_runtime_mb(counted, [r.memory_mb for r in ROWS])
+    efficiency = fit_matmul_efficiency(layouts, [r.tokens_per_card_per_sec for r in ROWS], A100)
+    assert abs(runtime - RUNTIME_MB_GPU) < 50 and abs(efficiency - A100.expected_hfu) < 0.0005
+    for name in ("A100-40G", "A800-80G"):  # the same chip carries the same fitted value
+        assert resolve_device(name).expected_hfu == A100.expected_hfu
+
+
 def test_seed_table_is_the_seed():
     meta, rows = seed_table()
     assert (meta["machine"], meta["gpus"], meta["seq_len"], len(rows)) == ("A100-80G", 8, 4096, 11)
