@@ -497,6 +497,7 @@ class Selection:
     class_bytes: int = 0
     class_seconds: float = 0.0  # the class's encoding time, summed over its processes
     class_workers: int = 1  # the processes the class encoded in
+    class_best_bytes_per_s: float = 0.0  # the fastest a slice of the class went (per process)
     fast_backend: str | None = None  # the fast encoder that encoded the rest (None: it encoded nothing)
     fast_spec: EncoderSpec | None = field(default=None, repr=False)  # its spec (remember_spec keeps it)
     remembered: bool = False  # its workers built it from the spec an earlier run remembered, during the import
@@ -547,6 +548,7 @@ def selection_record(sel: Selection, tokenizer_class: str) -> dict:
         "class_bytes": sel.class_bytes,
         "class_seconds": round(sel.class_seconds, 3),
         "class_workers": sel.class_workers,
+        "class_best_mb_per_s": round(sel.class_best_bytes_per_s / 1e6, 2),
         "fast_documents": sel.fast_documents,
         "fast_bytes": sel.fast_bytes,
         "fast_ready_seconds": None if ready is None else round(ready, 3),
@@ -623,8 +625,8 @@ def worth_preparing(
     """Whether to start preparing the fast path: the class, at the speed measured on this input, still needs
     longer for the rest of it than the set-up can take at least (`floor_seconds`), plus what the set-up takes from
     the class meanwhile (`share` of it: contention()). Started any earlier, the class would most likely finish
-    first and the set-up's CPU time be lost to it. `class_seconds`: wall seconds of the class for `class_bytes`
-    (the processes' seconds over their number, when several encode at once)."""
+    first and the set-up's CPU time be lost to it. The speed: `class_bytes` per `class_seconds` of wall time (of
+    all the class's processes together)."""
     if class_bytes <= 0 or class_seconds <= 0:
         return False  # nothing measured yet: the first slice measures
     return remaining_bytes * class_seconds / class_bytes > floor_seconds * (1.0 + share)
@@ -701,6 +703,7 @@ def _encoded(
         n = sel.class_workers = pool.class_workers
         with _ClassWorkers(tok, slow_spec, n) as workers:
             pending: collections.deque = collections.deque()
+            slices = 0
             while chunk is not None or pending:
                 if spec is None and choice.ready():
                     spec, sel.probed = choice.wait()
@@ -715,12 +718,19 @@ def _encoded(
                     break  # the fast encoder takes the rest
                 r, seconds = pending.popleft().get()
                 sel.class_seconds += seconds
+                slices += 1
+                if seconds > 0:
+                    sel.class_best_bytes_per_s = max(sel.class_best_bytes_per_s, r.bytes_in / seconds)
                 sel.class_bytes += r.bytes_in
                 sel.class_documents += r.documents
-                if not choice.started:
+                # decided on 2 slices per process at least (a fresh process's first slice is slower: its caches
+                # are cold, its pages shared with this one), at the fastest speed a slice showed: the class is
+                # given every chance to finish first, as the pipeline would
+                if not choice.started and slices >= 2 * n:
                     sel.contention = contention(os.getloadavg()[0], os.cpu_count() or 1, busy=n)
                     left = total_bytes - sel.class_bytes
-                    if worth_preparing(sel.class_seconds / n, sel.class_bytes, left, sel.floor.seconds, sel.contention):
+                    speed = int(sel.class_best_bytes_per_s * n)
+                    if worth_preparing(1.0, speed, left, sel.floor.seconds, sel.contention):
                         sel.fast_started_at_bytes = sel.class_bytes
                         choice.start()
                 yield r, None

@@ -78,7 +78,11 @@ def choose_encoder(
         if spec.family == "other" and not forced:
             warn(f"no fast encoder restates {spec.tokenizer_class}: every worker runs PaddleNLP's tokenizer (slow)")
         return spec, 0
-    spec = complete_spec(tok, spec)
+    try:
+        spec = complete_spec(tok, spec)
+    except ValueError as e:  # the files do not restate what the class loaded
+        warn(f"no fast encoder for {spec.tokenizer_class}: {e}; PaddleNLP's (slow)")
+        return dataclasses.replace(spec, backend="paddlenlp"), 0
     probe = probe or probe_set(tok, spec)
     others = [b for b in native_backends(spec.family) if b != spec.backend]
     order = [spec.backend] if forced else [spec.backend, *others]

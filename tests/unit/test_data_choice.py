@@ -183,7 +183,11 @@ def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_th
         results = _encoded(pool, choice, _CharClass(), _spec("paddlenlp"), chunks, sel, _size(chunks))
         first, by = next(results)
         assert by is None and not first.samples  # the class: nothing to sample
-        assert choice.started and sel.fast_started_at_bytes == first.bytes_in  # worth it: floor 0 s
+        assert not choice.started  # one slice, cold: not measured enough
+        second, by = next(results)
+        assert by is None and not second.samples
+        # worth it after 2 slices of its one process (floor 0 s)
+        assert choice.started and sel.fast_started_at_bytes == first.bytes_in + second.bytes_in
         gate.set()
         while not choice.ready():
             threading.Event().wait(0.01)
@@ -193,7 +197,7 @@ def test_the_class_encodes_until_the_fast_path_is_ready_then_the_fast_encoder_th
     by_class = [r for r, by in rest if by is None]
     assert [by for _, by in rest] == [None] * len(by_class) + [fast] * (len(rest) - len(by_class))
     assert all(r.samples for r, by in rest if by is not None)
-    assert sel.class_documents == first.documents + sum(r.documents for r in by_class) > 0
+    assert sel.class_documents == first.documents + second.documents + sum(r.documents for r in by_class) > 0
     assert sel.fast_documents == sum(r.documents for r, by in rest if by is not None) > 0
     assert sel.class_documents + sel.fast_documents == 300
     assert sel.class_bytes + sel.fast_bytes == sum(len(c.data) for c in chunks)
@@ -301,3 +305,30 @@ def test_a_remembered_spec_is_found_only_for_the_same_tokenizer_files(tmp_path):
     st = os.stat(tok_dir / "vocab.json")
     os.utime(tok_dir / "vocab.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, touched: another key
     assert remembered_spec(tok_dir) is None
+
+
+class _ColdClass(_CharClass):
+    """A stand-in class whose first call in a process is slow (cold caches), the rest quick."""
+
+    warm = False
+
+    def tokenize(self, text: str) -> list[str]:
+        if not _ColdClass.warm:
+            import time
+
+            time.sleep(0.3)
+            _ColdClass.warm = True
+        return super().tokenize(text)
+
+
+def test_the_fast_path_is_judged_on_the_fastest_slice_not_a_cold_start():
+    # at the average of the first two slices (~32 kB in ~0.3 s) the rest (~250 kB) would take ~2.3 s, more than the
+    # 0.5 s floor; at the second slice's speed it takes milliseconds: the class finishes alone
+    choice = _FastChoice(lambda warn: pytest.fail("the fast path was prepared"), background=True)
+    chunks = _chunks(2)
+    sel = Selection(floor=SetupFloor(0.5, "a test"))
+    with _Workers(1, helper=True) as pool:
+        out = list(_encoded(pool, choice, _ColdClass(), _spec("paddlenlp"), chunks, sel, _size(chunks)))
+    assert not choice.started and sel.class_documents == 200 and len(out) > 2
+    assert sel.class_seconds >= 0.3  # the cold start was there
+    assert sel.class_best_bytes_per_s > 10 * sel.class_bytes / sel.class_seconds
