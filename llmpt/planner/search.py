@@ -57,12 +57,13 @@ def _layouts_on(lay: Layout, world: int, per_node: int):
             for stage, g, sp in itertools.product((1, 2, 3) if rest > 1 else (1,), granularities, sps):
                 acc = max(s.batch.grad_accum, pp)
                 try:
-                    degrees = {"dp": None, "tp": tp, "pp": pp, "sharding": rest, "stage": stage}
+                    # no data parallel here, so no expert parallel either (ep = dp on the pinned stack)
+                    degrees = {"dp": None, "tp": tp, "pp": pp, "sharding": rest, "stage": stage, "ep": 1}
                     offload = s.parallel.offload and stage > 1 and rest > 1
                     vpp = s.parallel.virtual_pp if pp > 1 else 1
                     st = renamed(s, d, granularity=g, offload=offload, virtual_pp=vpp, sequence_parallel=sp, **degrees)
+                    dims = replace(d, dp=1, tp=tp, pp=pp, sharding=rest, ep=1)
                 except Exception:  # noqa: BLE001 - a combination the grammar refuses is simply not a candidate
                     continue
                 st = st.model_copy(update={"batch": st.batch.model_copy(update={"grad_accum": acc})})
-                dims = replace(d, dp=1, tp=tp, pp=pp, sharding=rest)
                 yield replace(lay, strategy=st, degrees=dims, nproc_per_node=per_node)
