@@ -8,7 +8,9 @@ of one rank resuming a checkpoint that several ranks wrote reads only the first 
 rules leave out the LM head, which is the word embedding itself (tied), split like it, and glm's reorders its
 query_key_value with numpy, which neither the save nor a lazy safetensors load can take. Paddle 3.3.1 changed two
 functions under PaddleNLP's MoE code (paddle.where of a condition alone, paddle.cumsum of integers); each call that
-relied on the old answer gets it back in that module only. Each Fix names one target,
+relied on the old answer gets it back in that module only. And the qwen2_moe and deepseek_v2 routers start
+all equal (weights of constant 1.0 that no _init_weights reaches), so every token of a model trained from scratch
+goes to the same experts; they get the initialisation their own modeling code names. Each Fix names one target,
 what stands in for it and why; install() applies them in the rank before the Trainer is built.
 
 Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
@@ -17,6 +19,8 @@ Mechanisms (Fix.mechanism), each the narrowest that reaches every caller:
     calls the name (each call was read and is right to answer so).
   * "classmethod": a classmethod of one class, replaced on that class (its subclasses inherit it); the replacement
     receives the original function, then the class.
+  * "method": a plain method of one class, replaced on that class (its subclasses inherit it); the replacement
+    receives the original function, then the instance.
   * "proxy": `module:paddle.where` -- a Paddle function one PaddleNLP module calls through its global `paddle`,
     answered differently in that module only: the global becomes a proxy (llmpt.train.targets.ModuleProxy) that
     answers that one attribute and forwards everything else. Fix.uses pins how often the module's source calls it.
@@ -49,7 +53,7 @@ class Fix:
     """One name in one PaddleNLP module and what stands in for it."""
 
     target: str  # "module:global_name", "module:Class.method" or (proxy) "module:global_module.function"
-    mechanism: Literal["global", "classmethod", "proxy"]
+    mechanism: Literal["global", "classmethod", "method", "proxy"]
     expects_signature: tuple[str, ...]  # the original's parameter names
     why: str
     replacement: Callable[..., Any]  # called as replacement(original, *args, **kwargs)
@@ -144,6 +148,44 @@ def _cumsum_keeping_dtype(original, x, axis=None, dtype=None, name=None, *, out=
     return original(x, axis=axis, dtype=x.dtype if dtype is None else dtype, name=name, out=out)
 
 
+def _cast_of_a_mask_is_constant(original, x, dtype):
+    """paddle.cast of a bool tensor as a constant (stop_gradient), as Paddle 2.x made every bool tensor; Paddle
+    3.3.1 keeps the graph through the bool and passes gradient back through the cast."""
+    import paddle
+
+    out = original(x, dtype)
+    return out.detach() if x.dtype == paddle.bool else out
+
+
+def _router_init(gate_class: str, how: str):
+    """An _init_weights replacement that runs PaddleNLP's, then initialises the router weight of `gate_class`
+    (a class in the same module): `how` "normal" = N(0, initializer_range), as the family's _init_weights treats
+    every other Linear; "kaiming" = kaiming_uniform_(a=sqrt(5)) over fan_in = hidden, as Hugging Face's
+    MoEGate.reset_parameters (deepseek_v2's disabled _init_weights has the line without the layout)."""
+
+    def init(original, self, layer):
+        import math
+        import sys
+
+        import paddle
+
+        original(self, layer)
+        if not isinstance(layer, getattr(sys.modules[original.__module__], gate_class)):  # the modeling module
+            return
+        with paddle.no_grad():
+            if how == "normal":
+                std = self.config.initializer_range
+                layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+            else:
+                from paddlenlp.utils.initializer import kaiming_uniform_
+
+                # reverse: Paddle's [hidden, experts] layout, so fan_in is hidden as in Hugging Face's [experts,
+                # hidden] (the dead code's default takes fan_in = experts: bound 0.5 instead of 1/sqrt(hidden))
+                kaiming_uniform_(layer.weight, a=math.sqrt(5), reverse=True)
+
+    return init
+
+
 _UC = "paddlenlp.trainer.unified_checkpoint"
 _MAPPINGS_SIGNATURE = ("cls", "config", "is_split")
 
@@ -225,6 +267,43 @@ FIXES: tuple[Fix, ...] = (
         _cumsum_keeping_dtype,
         uses=5,
     ),
+    Fix(
+        "paddlenlp.transformers.moe_layer:paddle.cast",
+        "proxy",
+        ("x", "dtype"),
+        "MoELayer.forward dispatches tokens with paddle.cast(dispatch_mask, dtype), dispatch_mask being the gate's"
+        " combine_weights.cast(bool): a constant selection in Paddle 2.x, but Paddle 3.3.1 keeps the graph through"
+        " the bool cast (stop_gradient False; backward passes gradient through), so every router received the"
+        " dispatch path's gradient too: measured on one qwen2_moe block, the router's gradient was 1.149 where the"
+        " routing written out gives 0.0356, grew with the batch (2.285 at twice the tokens, 4.556 at four times)"
+        " and every selected expert's score got +1 per unit of upstream gradient. The float mask of a bool is now a"
+        " constant; the routing weights keep their gradient through combine_weights.",
+        _cast_of_a_mask_is_constant,
+        uses=1,
+    ),
+    Fix(
+        "paddlenlp.transformers.qwen2_moe.modeling:Qwen2MoePretrainedModel._init_weights",
+        "method",
+        ("self", "layer"),
+        "Qwen2MoeGate creates its router weight with Constant(1.0) and _init_weights initialises only Linear,"
+        " Embedding and the parallel layers, so a model built from scratch scores every expert alike for every"
+        " token: top-k's tie-break sent every token of qwen2-moe-tiny to experts 2 and 3 (experts 0 and 1 got zero"
+        " gradient), the router's gradient norm was 49.7 against the experts' 0.007, and runs on different layouts"
+        " went apart as float noise broke the ties differently. The router gets N(0, initializer_range), as"
+        " _init_weights gives every Linear (Hugging Face's Qwen2-MoE router is such a Linear).",
+        _router_init("Qwen2MoeGate", "normal"),
+    ),
+    Fix(
+        "paddlenlp.transformers.deepseek_v2.modeling:DeepseekV2PretrainedModel._init_weights",
+        "method",
+        ("self", "layer"),
+        "DeepseekV2PretrainedModel._init_weights returns at its first line (the rest, which initialises MoEGate with"
+        " kaiming_uniform_, is dead code), and MoEGate creates its router weight with Constant(1.0): from scratch"
+        " every token's experts are a tie (deepseek-v2-tiny: all four experts' scores equal at step 0). The router"
+        " gets kaiming_uniform_(a=sqrt(5)) over fan_in = hidden (Hugging Face's MoEGate.reset_parameters); the"
+        " other weights keep Paddle's default initialisation, as PaddleNLP leaves them.",
+        _router_init("MoEGate", "kaiming"),
+    ),
 )
 
 _INSTALLED = False
@@ -259,6 +338,8 @@ def _resolve(fix: Fix):
         if not isinstance(obj, classmethod):
             raise LookupError(f"{module_name}.{path} is not a classmethod")
         obj = obj.__func__
+    elif fix.mechanism == "method" and not inspect.isfunction(obj):
+        raise LookupError(f"{module_name}.{path} is not a plain method")
     return owner, attr, getattr(obj, "__llmpt_original__", obj)
 
 

@@ -359,6 +359,34 @@ def _sp_reduce_scatter(original, input):
 
 
 # --------------------------------------------------------------------------
+# expert parallel (PaddleNLP's MoELayer: stream.alltoall_single over the data-parallel group)
+# --------------------------------------------------------------------------
+
+
+def _alltoall_single(
+    original, out_tensor, in_tensor, out_split_sizes=None, in_split_sizes=None, group=None, sync_op=True,
+    use_calc_stream=False,
+):  # fmt: skip
+    """All-to-all of equal dim-0 chunks: rank r receives chunk r of every rank's input, in rank order. gloo has
+    all_gather: each rank gathers every input whole and keeps its own chunk of each (n times the traffic of a true
+    all-to-all; the tiny models CPU ranks run do not mind)."""
+    import paddle
+
+    if out_split_sizes is not None or in_split_sizes is not None:
+        raise CpuBackendError("cpu_backend: all-to-all with split sizes is not implemented (MoELayer passes none)")
+    group = _group_or_default(group)
+    if group is not None and not group.is_member():
+        return None
+    n = group.nranks
+    if in_tensor.shape[0] % n:
+        raise CpuBackendError(f"cpu_backend: all-to-all of {in_tensor.shape[0]} rows over {n} ranks")
+    parts = _all_gather_concat(in_tensor.unsqueeze(0), group, axis=0)  # [n, rows, ...]: rank s's input at s
+    mine = [paddle.split(parts[s], n, axis=0)[group.rank] for s in range(n)]
+    paddle.assign(paddle.concat(mine, axis=0), out_tensor)
+    return None
+
+
+# --------------------------------------------------------------------------
 # group sharded stage 2 / 3 (paddle.distributed.sharding, fleet.meta_parallel.sharding)
 # --------------------------------------------------------------------------
 
@@ -564,6 +592,18 @@ PATCHES: tuple[Patch, ...] = (
         " with sync_op flag); the same result as an out-of-place all-reduce that keeps this rank's dim-0 slice."
         " (Its other half, sequence_parallel_utils.all_gather, runs on gloo as Paddle wrote it.)",
         _sp_reduce_scatter,
+    ),
+    Patch(
+        "paddle.distributed.communication.stream.all_to_all:alltoall_single",
+        "rebind",
+        ("out_tensor", "in_tensor", "out_split_sizes", "in_split_sizes", "group", "sync_op", "use_calc_stream"),
+        "PaddleNLP's MoELayer (qwen2_moe, deepseek_v2) sends each expert its tokens and back with"
+        " stream.alltoall_single over the data-parallel group when that group splits the experts (ep = dp);"
+        " ProcessGroupGloo has no all-to-all (dp2ep2 failed at the first step: 'ProcessGroupGLOO does not support"
+        " all_to_all with sync_op and use_calc_stream flag'). The same exchange from gloo's all_gather: each rank"
+        " keeps its own dim-0 chunk of every rank's input. Equal chunks only, as MoELayer sends; the PyLayer around"
+        " it (_AllToAll) does the backward all-to-all through the same function.",
+        _alltoall_single,
     ),
     Patch(
         f"{_SHARDING}.group_sharded_optimizer_stage2:core.is_compiled_with_cuda",

@@ -43,6 +43,7 @@ from llmpt.run_dir import EVENT_BEGIN, EVENT_EVAL, EVENT_LOG, EVENT_SAVE, EVENT_
 from llmpt.train import checkpoint_fixes, cpu_backend, inputs  # noqa: E402
 from llmpt.train.args import ModelArguments, PretrainArguments  # noqa: E402
 from llmpt.train.checkpoint_timing import CheckpointClock, CheckpointTimes, TimedCheckpoints  # noqa: E402
+from llmpt.train.experts import ExpertGradients  # noqa: E402
 from llmpt.train.model_config import build_config  # noqa: E402
 
 TEST_ITERS = 100  # as run_pretrain.py (10 x its eval_iters; the eval batches are run.yaml's max_evaluate_steps)
@@ -379,6 +380,8 @@ def main(run_yaml: str) -> None:
             CheckpointMarker(run, saved_run_record(cfg)),
             CheckpointTimes(run, clock, cfg.resume_from),  # after the marker: the save is complete by then
             cluster,
+            # ep: the experts' gradients of the global loss, clipped by the global norm (llmpt/train/experts.py)
+            *([ExpertGradients(args.max_grad_norm)] if args.use_expert_parallel else []),
         ],
     )
     trainer.train(resume_from_checkpoint=cfg.resume_from)

@@ -15,6 +15,7 @@ from pathlib import Path
 import paddle
 
 from llmpt.models.registry import paddlenlp_config, resolve_model
+from llmpt.train import checkpoint_fixes
 from llmpt.train.inputs import model_class
 from llmpt.train.model_config import config_class
 
@@ -35,6 +36,7 @@ def save_initial_weights(
         d["vocab_size"] = vocab_size
     d.pop("model_type")
     paddle.set_device("cpu")
+    checkpoint_fixes.install()  # as a rank builds it (the MoE routers' initialisation, llmpt/train/checkpoint_fixes.py)
     paddle.seed(seed)
     config = config_class(paddlenlp_config(spec)["model_type"])(**d)
     config.seq_length = seq_len

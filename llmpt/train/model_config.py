@@ -17,6 +17,9 @@ CONFIG_CLASSES = {
     "glm": "GLMConfig",
     "qwen2": "Qwen2Config",
     "mistral": "MistralConfig",
+    "mixtral": "MixtralConfig",
+    "qwen2_moe": "Qwen2MoeConfig",
+    "deepseek_v2": "DeepseekV2Config",
 }
 
 
