@@ -230,6 +230,17 @@ VERIFY_STRATEGY = {
 GPU_ONLY = {"fa": "flash attention has no CPU kernel in Paddle"}
 
 
+def verify_strategy(spec: ModelSpec, column: str) -> str:
+    """The strategy that rehearses `column` for `spec`: VERIFY_STRATEGY's, with ep = dp where the family's MoE layer
+    splits the experts over the data-parallel ranks (qwen2_moe, deepseek_v2: plain dp2 is refused for them)."""
+    from llmpt.models.registry import EXPERT_PARALLEL_FAMILIES
+    from llmpt.strategies.grammar import parse_name, rename
+
+    name = VERIFY_STRATEGY[column]
+    dp = parse_name(name).parallel.dp or 1
+    return rename(name, ep=dp) if spec.family in EXPERT_PARALLEL_FAMILIES and dp > 1 else name
+
+
 def verified_path() -> Path:
     from llmpt.fsutil import cache_dir
 
@@ -270,9 +281,10 @@ def verify_matrix(model: str | None = None, cells: list[str] | None = None, prog
             elif not trainable:
                 entry = {"status": "failed", "detail": NOT_TRAINABLE[members[0].family]}
             else:
-                what = f"{trainable[0].id} {VERIFY_STRATEGY[col.key]}"
+                strategy = verify_strategy(trainable[0], col.key)
+                what = f"{trainable[0].id} {strategy}"
                 try:
-                    r = rehearse(trainable[0].id, VERIFY_STRATEGY[col.key])
+                    r = rehearse(trainable[0].id, strategy)
                 except LlmptError as e:
                     entry = {"status": "failed", "detail": f"{what}: refused: {e.message}"}
                 else:

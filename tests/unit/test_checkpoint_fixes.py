@@ -222,3 +222,82 @@ def test_installed_fix_lets_the_mixtral_block_route_as_its_equations():
             a = h[t] @ w["w1"]
             want[t] += probs[t, e] / probs[t, top].sum() * (((a / (1 + np.exp(-a))) * (h[t] @ w["w3"])) @ w["w2"])
     np.testing.assert_allclose(out.numpy().reshape(-1, 16), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.paddle
+def test_installed_fixes_give_the_moe_router_the_gradient_of_its_routing():
+    """Qwen2-MoE's MoELayer block (PaddleNLP's GShard dispatch, shared by deepseek_v2) after the fixes: its output
+    and the router's, the experts' and the input's gradients equal the routing written out (softmax, top-2, the
+    scores as weights, plus the sigmoid-gated shared expert), at 1, 2 and 4 copies of the batch (a mean loss: the
+    router's gradient must not grow with the batch, as it did through Paddle 3.3.1's differentiable bool cast)."""
+    pytest.importorskip("paddlenlp")
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+    from paddlenlp.transformers import Qwen2MoeConfig
+    from paddlenlp.transformers.qwen2_moe.modeling import Qwen2MoeSparseMoEBlock
+
+    from llmpt.train import checkpoint_fixes
+
+    checkpoint_fixes.install()
+    paddle.seed(3)
+    config = Qwen2MoeConfig(
+        hidden_size=16, intermediate_size=24, moe_intermediate_size=8, shared_expert_intermediate_size=24,
+        num_experts=4, num_experts_per_tok=2,
+    )  # fmt: skip
+    block = Qwen2MoeSparseMoEBlock(config)
+    block.gate.weight.set_value(paddle.randn(block.gate.weight.shape) * 0.5)
+    x0, r0 = paddle.randn([1, 6, 16]), paddle.randn([1, 6, 16])
+
+    def written_out(x):
+        h = x.reshape([-1, 16])
+        p = F.softmax(h @ block.gate.weight, -1)
+        chosen = F.one_hot(paddle.topk(p, 2, -1)[1], 4).sum(1)
+        experts = paddle.stack([block.experts[e](h) for e in range(4)], 1)
+        y = ((p * chosen).unsqueeze(-1) * experts).sum(1)
+        return (y + F.sigmoid(block.shared_expert_gate(h)) * block.shared_expert(h)).reshape(x.shape)
+
+    def grads(forward, copies):
+        x = paddle.concat([x0] * copies, 0)
+        x.stop_gradient = False
+        out = forward(x)
+        (out * paddle.concat([r0] * copies, 0)).mean().backward()
+        got = [out.numpy(), x.grad.numpy()] + [
+            p.grad.numpy() for p in (block.gate.weight, block.experts[0].up_proj.weight)
+        ]
+        block.clear_gradients()
+        return got
+
+    for copies in (1, 2, 4):
+        want = grads(written_out, copies)
+        got = grads(lambda x: block(x)[0], copies)
+        for name, a, b in zip(("output", "input grad", "router grad", "expert grad"), got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"{name} at {copies} copies")
+    assert float(np.abs(want[2]).max()) > 1e-3  # the router learns something here
+
+
+@pytest.mark.paddle
+def test_installed_fixes_initialise_the_moe_routers_apart():
+    """From scratch, qwen2_moe's router is N(0, initializer_range) and deepseek_v2's kaiming-uniform over fan_in =
+    hidden (bound 1/sqrt(hidden)), not PaddleNLP's constant 1.0 that makes every expert's score a tie."""
+    pytest.importorskip("paddlenlp")
+    import numpy as np
+    import paddle
+    from paddlenlp.transformers import AutoModelForCausalLM
+
+    from llmpt.models.registry import paddlenlp_config, resolve_model
+    from llmpt.train import checkpoint_fixes
+    from llmpt.train.model_config import config_class
+
+    checkpoint_fixes.install()
+    for model, low, high in (("qwen2-moe-tiny", 0.015, 0.025), ("deepseek-v2-tiny", 0.05, 1 / 8)):
+        d = paddlenlp_config(resolve_model(model), 64)
+        paddle.seed(1)
+        built = AutoModelForCausalLM.from_config(
+            config_class(d["model_type"])(**{k: v for k, v in d.items() if k != "model_type"})
+        )
+        routers = [v.numpy() for k, v in built.state_dict().items() if k.endswith("mlp.gate.weight")]
+        assert routers, model
+        for w in routers:
+            spread = float(w.std()) if model == "qwen2-moe-tiny" else float(np.abs(w).max())
+            assert low < spread <= high, (model, spread)

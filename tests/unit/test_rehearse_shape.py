@@ -23,3 +23,19 @@ def test_shrunk_model_splits_evenly(model, tp, stages):
 def test_alibi_llamas_rehearse_with_the_alibi_tiny():
     assert tiny_of(resolve_model("baichuan2-13b")).id == "baichuan-tiny"
     assert tiny_of(resolve_model("baichuan2-7b")).id == "llama-tiny"
+
+
+def test_matrix_verify_rehearses_qwen2_moe_and_deepseek_data_parallel_as_dp_ep():
+    """Their MoE layer splits the experts over the data-parallel ranks, so their dp and sr cells rehearse dp2ep2
+    (plain dp2 is refused for them); mixtral, which keeps every expert on every rank, and dense models keep dp2."""
+    from llmpt.models.registry import resolve_model
+    from llmpt.rehearse import VERIFY_STRATEGY, verify_strategy
+
+    for model in ("qwen2-moe-tiny", "deepseek-v2-tiny"):
+        got = {c: verify_strategy(resolve_model(model), c) for c in VERIFY_STRATEGY}
+        assert got["dp"] == "dp2ep2" and got["sr"] == "dp2ep2_rccore", got
+        assert {c: s for c, s in got.items() if c not in ("dp", "sr")} == {
+            c: s for c, s in VERIFY_STRATEGY.items() if c not in ("dp", "sr")
+        }
+    for model in ("mixtral-tiny", "llama-tiny"):
+        assert {c: verify_strategy(resolve_model(model), c) for c in VERIFY_STRATEGY} == VERIFY_STRATEGY
