@@ -32,8 +32,9 @@ def replayed(doc: dict, c: dict):
 @pytest.mark.parametrize(
     "args",
     [("llama2-7b", "--gpus", "8"), ("qwen-14b", "--gpus", "8", "--nnodes", "2"), ("llama2-13b", "--gpus", "8",
-     "--device-type", "A100-40G", "--seq-len", "2048", "--global-batch", "1048576")],
-    ids=["llama2-7b-8", "qwen-14b-16", "llama2-13b-a100-40g"],
+     "--device-type", "A100-40G", "--seq-len", "2048", "--global-batch", "1048576"),
+     ("deepseek-v2-lite", "--gpus", "8")],
+    ids=["llama2-7b-8", "qwen-14b-16", "llama2-13b-a100-40g", "deepseek-v2-lite-8-moe"],
 )  # fmt: skip
 def test_every_candidate_replays_through_plan_to_the_same_estimate(cli, args):
     doc = tune(cli, *args, "--top", "6")
@@ -86,3 +87,21 @@ def test_a_global_batch_no_layout_can_split_is_refused_with_one_that_can(cli):
     assert r.exit_code == 2 and "every layout has 3, 6 data-parallel replicas" in r.output, r.output
     doc = tune(cli, "llama2-7b", "--gpus", "6", "--global-batch", str(66 * 4096), "--top", "1")
     assert doc["candidates"] and doc["candidates"][0]["fits"]
+
+
+def test_an_moe_model_is_tuned_with_its_experts_over_the_dp_ranks(cli):
+    """DeepSeek-V2-Lite's MoE layer splits its 64 experts over the data-parallel ranks: every candidate with dp > 1
+    names ep = dp, and each holds 1/ep of the routed experts (the replayed plan's parameter count)."""
+    from llmpt.planner.shapes import param_groups
+
+    doc = tune(cli, "deepseek-v2-lite", "--gpus", "8", "--top", "6")
+    with_dp = 0
+    for c in doc["candidates"]:
+        p = replayed(doc, c)
+        d = p.expansion.degrees
+        assert d.ep == (d.dp if d.dp > 1 else 1), c["strategy"]
+        with_dp += d.dp > 1
+        if d.dp > 1 and d.tp == d.pp == d.sharding == 1:
+            g = param_groups(p.model, doc["seq_len"])
+            assert p.estimate.params_per_card == g.total - g.moe_layers * g.experts * (d.ep - 1) // d.ep
+    assert with_dp > 0
