@@ -17,9 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmpt train --overwrite
 
+# the whole suite: the unit tests and the bad-input corpus (single-process, parallel-safe) on 2 processes, then the
+# multi-process integration tests one at a time (each already runs 2-4 ranks on the 2 cores)
 test: $(STAMP)
 	$(BIN)/ruff check llmpt tests bench scripts
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests/unit tests/bad_inputs
+	$(BIN)/python -m pytest -q tests/integration
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" -n 2 tests/unit tests/bad_inputs
