@@ -90,7 +90,7 @@ REFUSALS = [
     ("plan", "qwen-7b", "--bogus"),
     ("train", "llama-tiny", "--strategy", "dp1", "--device", "cpu", "--max-steps", "0"),
     ("prepare-data", "/nonexistent/corpus.jsonl", "-o", "/nonexistent/out"),
-    ("rehearse", "mixtral-8x7b", "--strategy", "tp2"),
+    ("rehearse", "mixtral-8x7b", "--strategy", "pp2"),  # mixtral has no pipeline class
     ("doctor", "-o", "/proc/llmpt-test"),
     ("launch-script", "llama-tiny", "--strategy", "dp2", "--nnodes", "2"),
     ("run-node", "/nonexistent/run.yaml"),

@@ -59,6 +59,9 @@ NEW_ROWS = {
     "Llama-3": "✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
     "Qwen2": "✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
     "Mistral-7B": "✅ ✅ ❌ ❌ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ❌",
+    "Mixtral": "✅ ✅ ❌ ❌ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
+    "Qwen2-MoE": "✅ ✅ ✅ ❌ ✅ ✅ ✅ ✅ ✅ ✅ ✅ ✅",
+    "DeepSeek-V2": "✅ ✅ ✅ ❌ ✅ ✅ ✅ ✅ ✅ ✅ ✅ 🚧",
 }
 
 
@@ -142,9 +145,12 @@ def test_every_alias_resolves_to_its_model_and_every_model_has_a_matrix_row():
 
 def test_each_family_has_a_tiny_variant():
     tiny = {m.family for m in all_models() if m.id.endswith("-tiny")}
-    assert tiny == {"llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm", "qwen2", "mistral"}
+    assert tiny == {
+        "llama", "qwen", "gpt", "opt", "bloom", "chatglm", "chatglm2", "glm", "qwen2", "mistral",
+        "mixtral", "qwen2_moe", "deepseek_v2",
+    }  # fmt: skip
     rows = {m.matrix_row for m in all_models() if m.id.endswith("-tiny")}
-    assert {"Llama-3", "Qwen2", "Mistral-7B"} <= rows
+    assert {"Llama-3", "Qwen2", "Mistral-7B", "Mixtral", "Qwen2-MoE", "DeepSeek-V2"} <= rows
 
 
 def test_unknown_model_suggests():
