@@ -258,9 +258,10 @@ class _Workers:
                     os.unlink(f)
 
     def warm(self, spec_path: str) -> None:
-        """Every worker builds the encoder pickled at `spec_path` now (a remembered spec: while this process
-        imports PaddleNLP)."""
-        for _ in range(self.workers):
+        """Workers build the encoder pickled at `spec_path` now (a remembered spec: while this process imports
+        PaddleNLP): as many as there are cores beside this one's (on 2 cores, a second build during the import
+        made it ~3 s slower at load 5: 40 MB runs, README), the others at their first chunk."""
+        for _ in range(min(self.workers, max(1, (os.cpu_count() or 1) - 1))):
             self.pool.apply_async(warm_task, (spec_path,))
 
     def adopt(self, spec: EncoderSpec, spec_path: str) -> None:
