@@ -258,10 +258,10 @@ class _Workers:
                     os.unlink(f)
 
     def warm(self, spec_path: str) -> None:
-        """Workers build the encoder pickled at `spec_path` now (a remembered spec: while this process imports
-        PaddleNLP): as many as there are cores beside this one's (on 2 cores, a second build during the import
-        made it ~3 s slower at load 5: 40 MB runs, README), the others at their first chunk."""
-        for _ in range(min(self.workers, max(1, (os.cpu_count() or 1) - 1))):
+        """Every worker builds the encoder pickled at `spec_path` now (a remembered spec: while this process
+        imports PaddleNLP). Not fewer: a task cannot be sent to a given worker, so the probe then landed on one
+        that had not built it and waited for its build (40 MB, 2 workers: 17.7 MB left to the class; README)."""
+        for _ in range(self.workers):
             self.pool.apply_async(warm_task, (spec_path,))
 
     def adopt(self, spec: EncoderSpec, spec_path: str) -> None:
