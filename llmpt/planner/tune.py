@@ -113,6 +113,8 @@ def layouts(base: Layout, world: int, per_node: int, global_seqs: int) -> Iterat
                         dims = replace(base.degrees, dp=dp, tp=tp, pp=pp, sharding=sd, **extra)
                     except Exception:  # noqa: BLE001 - a combination the grammar refuses is not a candidate
                         continue
+                    if dims.unclipped_beside_ep():  # refused with the default gradient clipping
+                        continue
                     yield replace(base, strategy=st, degrees=dims, nproc_per_node=per_node), global_seqs // (dp * sd)
 
 

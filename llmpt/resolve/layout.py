@@ -140,6 +140,7 @@ def check_layout(req: RunRequest, layers: Layers) -> Plan:
     degrees = strategy.parallel.dims.for_world(topo.world_size, strategy.name, world_flag)
     check_model_shape(spec, strategy, degrees, seq_len)
     _check_optimizer(layers, degrees)
+    _check_expert_clipping(layers, degrees)
     # kernels from the base profile or a shipped preset mean "on where supported"; a file or the user asks for them
     kernel_fields = type(strategy.kernels).model_fields
     explicit = {k for k in kernel_fields if not sources.get(f"kernels.{k}", "base").startswith(("base", "preset "))}
@@ -188,6 +189,21 @@ def _check_optimizer(layers: Layers, degrees) -> None:
             f"{said} with tp{degrees.tp}: PaddleNLP's AdamW Mini does not support tensor parallelism "
             "(TrainingArguments raises at every rank's start)",
             "use train.optimizer=adamw, or a strategy without tensor parallelism",
+        )
+
+
+def _check_expert_clipping(layers: Layers, degrees) -> None:
+    """Under ep, llmpt clips by the global norm with the experts summed over the ep (= dp) group
+    (llmpt/train/experts.py); beside tp, pp or sharding that norm would need their reductions too, which is not
+    written: refused here rather than at every rank's start."""
+    others = degrees.unclipped_beside_ep()
+    if others and layers.train.max_grad_norm > 0:
+        given = layers.setting("train", "max_grad_norm")
+        said = given.show(("train", "max_grad_norm")) if given else f"train.max_grad_norm {layers.train.max_grad_norm}"
+        raise LlmptError(
+            f"ep{degrees.ep} with {', '.join(others)} and gradient clipping ({said}): PaddleNLP 3.0.0b4 clips each "
+            "rank by its own experts' norm, and llmpt's global-norm correction covers ep with data parallel only",
+            f"llmpt train … --set train.max_grad_norm=0, or dp{degrees.ep}ep{degrees.ep} without tp, pp or sharding",
         )
 
 

@@ -61,6 +61,14 @@ class ParallelDims:
     def ep_hint(self) -> str:
         return f"give dp{self.ep} for ep{self.ep} (e.g. dp{self.ep}ep{self.ep}), or leave ep out"
 
+    def unclipped_beside_ep(self) -> list[str]:
+        """The axes beside ep (= dp) whose reductions llmpt's global-norm clipping of expert-parallel gradients
+        (llmpt/train/experts.py) does not make: 'tp2', 'pp2', 'sd4' above 1; empty without ep. Gradient clipping is
+        refused with any of them (llmpt/resolve/layout.py), so tune does not offer them with its default."""
+        if self.ep <= 1:
+            return []
+        return [f"{NAME_SPELLING[a]}{getattr(self, a)}" for a in ("tp", "pp", "sharding") if getattr(self, a) > 1]
+
     @property
     def model_degree(self) -> int:
         """Ranks one model replica spans, before data parallel."""

@@ -38,7 +38,7 @@ def replayed(doc: dict, c: dict):
 )  # fmt: skip
 def test_every_candidate_replays_through_plan_to_the_same_estimate(cli, args):
     doc = tune(cli, *args, "--top", "6")
-    assert doc["schema"] == "llmpt.tune/1" and len(doc["candidates"]) == 6, doc
+    assert doc["schema"] == "llmpt.tune/1" and 2 <= len(doc["candidates"]) <= 6, doc
     speeds = [c["tokens_per_card_per_sec"] for c in doc["candidates"]]
     assert speeds == sorted(speeds, reverse=True)
     for c in doc["candidates"]:
@@ -100,6 +100,8 @@ def test_an_moe_model_is_tuned_with_its_experts_over_the_dp_ranks(cli):
         p = replayed(doc, c)
         d = p.expansion.degrees
         assert d.ep == (d.dp if d.dp > 1 else 1), c["strategy"]
+        # ep beside tp, pp or sharding is refused with gradient clipping on (the default): not offered
+        assert d.ep == 1 or d.tp == d.pp == d.sharding == 1, c["strategy"]
         with_dp += d.dp > 1
         if d.dp > 1 and d.tp == d.pp == d.sharding == 1:
             g = param_groups(p.model, doc["seq_len"])
