@@ -540,14 +540,14 @@ SEED_CARD, SEED_SEQ_LEN = "A100-80G", 4096  # the seed table's machine and seque
 
 def _fits_seed_card(spec: ModelSpec, name: str) -> bool:
     from llmpt.planner.devices import resolve_device
-    from llmpt.planner.estimate import RESERVE_MB_GPU, Layout, estimate
+    from llmpt.planner.estimate import Layout, estimate, usable_mb
     from llmpt.strategies.presets import resolve_strategy
 
     s = resolve_strategy(name)
     d = s.parallel.dims.smallest(name)
     card = resolve_device(SEED_CARD)
     e = estimate(Layout(spec, s, d, SEED_SEQ_LEN, min(d.world_size, 8)), card)
-    return e.memory_mb_per_card <= card.memory_mb - RESERVE_MB_GPU
+    return e.memory_mb_per_card <= usable_mb(card)
 
 
 # --- the modeling behind each matrix cell, for `llmpt matrix` ----------------------------------------------------

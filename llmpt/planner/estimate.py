@@ -49,7 +49,6 @@ RUNTIME_MB_CPU = 700.0  # a CPU rank's Python + Paddle + PaddleNLP before any te
 # which grow with what the card can hold: the seed's upper 3 GB less the context, as a share of the 80 GB card.
 CUDA_CONTEXT_MB = 512.0
 ALLOCATOR_SHARE = (3072.0 - CUDA_CONTEXT_MB) / 81920.0  # 3.1% of the card
-RESERVE_MB_GPU = CUDA_CONTEXT_MB + ALLOCATOR_SHARE * 81920.0  # the 80 GB card's (llmpt/models/matrix.py reads it)
 INTER_NODE_GBS = 25.0  # 200 Gb/s InfiniBand per GPU, the common GPU-cluster fabric
 LINK_EFFICIENCY = 0.75  # ring collectives reach ~3/4 of the link's nominal bandwidth (a stated assumption, not fitted)
 # Memory-bound kernels (norms, residual adds, rotary, activation functions, casts, softmax/cross-entropy, the
