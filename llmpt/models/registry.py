@@ -357,6 +357,9 @@ VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, POSITIONS, SEQ, EPS, ALIB
 # THETA10K: rope_theta always written, 10000 when the model sets none, for the config classes whose own default is
 # not 10000 (3.0.0b4: MixtralConfig and Qwen2MoeConfig default to 1e6); the MoE fields are filled by their own name
 _MOE_FIELDS = {k: _Field(k) for k in _ALL_EXTRA_KEYS}
+# mixtral adds router_aux_loss_coef x its load-balancing loss to the loss only when output_router_logits is on
+# (MixtralForCausalLM.forward), which its config class defaults to off: on wherever the model states a coefficient
+AUX_LOSS_ON = _Field("aux_loss_on")
 # rope_theta where the model sets none: the RoPE paper's base, which the registry's `rope_theta` field assumes
 DEFAULT_ROPE_THETA = 10000.0
 # Each family's PaddleNLP config keys (3.0.0b4 config classes), filled from the registry's architecture fields; the
@@ -424,7 +427,7 @@ CONFIG_TABLE: dict[str, dict[str, Any]] = {
         "num_key_value_heads": KV_HEADS, "max_position_embeddings": POSITIONS, "seq_length": SEQ,
         "rms_norm_eps": EPS, "tie_word_embeddings": TIE, "rope_theta": THETA10K,
         "num_local_experts": _MOE_FIELDS["num_experts"], "num_experts_per_tok": _MOE_FIELDS["num_experts_per_tok"],
-        "router_aux_loss_coef": _MOE_FIELDS["router_aux_loss_coef"],
+        "router_aux_loss_coef": _MOE_FIELDS["router_aux_loss_coef"], "output_router_logits": AUX_LOSS_ON,
     },
     # qwen2_moe: Qwen2's attention; every layer sparse (its modeling ignores decoder_sparse_step) with one shared
     # expert beside the routed ones
@@ -504,6 +507,7 @@ def _architecture(spec: ModelSpec, seq_len: int | None, from_scratch: bool) -> d
         THETA: spec.rope_theta,
         THETA10K: spec.rope_theta or DEFAULT_ROPE_THETA,
         **{f: getattr(spec, f) for f in _MOE_FIELDS.values()},
+        AUX_LOSS_ON: bool(spec.router_aux_loss_coef),
     }
     table = CONFIG_TABLE[spec.family]
     out = {k: fields[v] if isinstance(v, _Field) else v for k, v in table.items()}

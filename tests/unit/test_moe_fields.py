@@ -73,3 +73,15 @@ def test_each_family_gets_its_own_config_keys():
         "group_limited_greedy", 8, 3, 16.0
     )  # fmt: skip
     assert resolve_model("deepseek-v2").head_dim == 192  # MLA query/key head: 128 non-rotary + 64 rotary
+
+
+def test_mixtral_trains_with_the_load_balancing_loss_its_model_states():
+    """MixtralForCausalLM adds router_aux_loss_coef x the load-balancing loss only with output_router_logits on (its
+    config default is off): on where the model states a coefficient, off where it states none."""
+    big = paddlenlp_config(resolve_model("mixtral-8x7b"), seq_len=4096)
+    assert (big["router_aux_loss_coef"], big["output_router_logits"]) == (0.02, True)
+    tiny = paddlenlp_config(resolve_model("mixtral-tiny"), seq_len=64)
+    assert (tiny["router_aux_loss_coef"], tiny["output_router_logits"]) == (0.02, True)
+    stated_none = ModelSpec(**{**BASE, "id": "x/mix", "family": "mixtral", "matrix_row": "Mixtral",
+                               "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 128})  # fmt: skip
+    assert paddlenlp_config(stated_none, seq_len=64)["output_router_logits"] is False
