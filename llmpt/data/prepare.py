@@ -638,6 +638,12 @@ def worth_preparing(
 _CLASS_ENCODER: Encoder | None = None
 
 
+def _class_worker_start() -> None:
+    # a forked worker inherits the run's SIGTERM handler (raise SystemExit, for the parent's cleanup); Pool.terminate
+    # must end it at once, with nothing of the parent's to clean up or print
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _class_task(chunk) -> tuple[ChunkResult, float]:
     """A forked worker's task: one slice with PaddleNLP's class, and the wall seconds it took (its speed)."""
     start = time.perf_counter()
@@ -665,7 +671,7 @@ class _ClassWorkers:
         # frozen: the children's garbage collector then never walks (and so never copies) the inherited objects
         gc.freeze()
         try:
-            self.pool = mp.get_context("fork").Pool(self.n)
+            self.pool = mp.get_context("fork").Pool(self.n, initializer=_class_worker_start)
         finally:
             gc.unfreeze()
         return self
