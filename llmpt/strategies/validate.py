@@ -37,6 +37,14 @@ def check_strategy(s: Strategy) -> None:
             f"strategy {name}: pipeline parallel (pp{p.pp}) works only with sharding stage 1, not stage {p.stage}",
             f"use {name.replace(f'_stage{p.stage}', '_stage1')}",
         )
+    if p.tp > 1 and p.sharding > 1 and p.stage == 3:
+        # PaddleNLP 3.0.0b4, trainer.py _wrap_model (sharding without pipeline), on every device: "Only support
+        # tensor parallel + sharding stage1/stage2 hybrid parallel now." (an assert at every rank's start)
+        raise StrategyError(
+            f"strategy {name}: tensor parallel (tp{p.tp}) works only with sharding stage 1 or 2, not stage 3 "
+            "(PaddleNLP's Trainer asserts it at every rank's start)",
+            f"use {name.replace('_stage3', '_stage2')}, or sharding stage 3 without tp",
+        )
 
     for section, allowed in _OPTION_LISTS.items():
         for opt in getattr(s.overlap, section):
@@ -97,10 +105,6 @@ def check_runs_on_cpu(s: Strategy) -> None:
         (p.offload, "sharding offload (there is no device memory to offload from)"),
         (p.sep > 1, f"segment parallel (sep{p.sep})"),
         (p.cp > 1, f"context parallel (cp{p.cp})"),
-        (
-            p.tp > 1 and p.sharding > 1 and p.stage == 3,
-            "tensor parallel with sharding stage 3 (PaddleNLP's Trainer refuses it)",
-        ),
     ]
     for bad, what in unsupported:
         if bad:

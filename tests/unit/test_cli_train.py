@@ -74,7 +74,10 @@ def test_overrides_layer_in_order(cli, prefix, tmp_path):
     "args,fragment",
     [
         (("--strategy", "sd2_stage2_offload", "--device", "cpu"), "needs sharding offload"),
-        (("--strategy", "tp2sd2_stage3", "--device", "cpu"), "needs tensor parallel with sharding stage 3"),
+        (
+            ("--strategy", "tp2sd2_stage3", "--device", "cpu"),
+            "tensor parallel (tp2) works only with sharding stage 1 or 2",
+        ),
         (("--strategy", "sep2", "--device", "cpu"), "needs segment parallel (sep2), which llmpt does not run on CPU"),
         (("--strategy", "dp2", "--device", "cpu", "--gpus", "4"), "needs 2 ranks (dp2) but --gpus 4 gives 4"),
         (

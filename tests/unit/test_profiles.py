@@ -11,7 +11,7 @@ import yaml
 from llmpt.resolve import RunRequest, resolve_plan
 from llmpt.strategies.presets import base_profile, list_presets, presets_dir
 
-UNLISTED = ["tp2_rc", "tp2sd4_stage3", "tp4sd2_stage2", "sd8_stage2_offload", "tp2pp2_rc", "tp4_rc", "sd8_stage3_rc"]
+UNLISTED = ["tp2_rc", "tp2sd4_stage1_rc", "tp4sd2_stage2", "sd8_stage2_offload", "tp2pp2_rc", "tp4_rc", "sd8_stage3_rc"]
 
 
 @pytest.mark.parametrize("name", UNLISTED)
